@@ -1,0 +1,43 @@
+# backdrop — the two commands that matter: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV  ?= .venv
+BIN   := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test test-fast lint mlflow-ui airflow-ui repro clean-demo help
+
+help:
+	@echo "make demo       install, synthesize data, run the real Airflow DAG, register a champion, cut out samples"
+	@echo "make test       install if needed, run the whole test suite"
+	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
+	@echo "make airflow-ui Airflow (standalone) on http://127.0.0.1:8080"
+
+install:
+	@bash scripts/install.sh
+
+demo: install
+	@bash scripts/demo.sh
+
+test: install
+	$(BIN)/python -m pytest tests
+
+test-fast: install
+	$(BIN)/python -m pytest tests -m "not slow"
+
+lint:
+	$(BIN)/ruff check src tests dags
+
+repro: install
+	$(BIN)/dvc repro
+
+mlflow-ui: install
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(CURDIR)/mlflow/mlflow.db \
+	  --default-artifact-root $(CURDIR)/mlflow/artifacts --host 127.0.0.1 --port 5000 --workers 1
+
+airflow-ui: install
+	$(BIN)/airflow standalone
+
+clean-demo:
+	rm -rf data/drop data/raw data/validated data/quarantine data/prepared data/clusters models metrics \
+	  demo-input demo-output mlflow/mlflow.db mlflow/artifacts dvc.lock

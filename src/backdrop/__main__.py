@@ -1,0 +1,3 @@
+from backdrop.cli import app
+
+app(prog_name="backdrop")

@@ -1,0 +1,200 @@
+"""`backdrop` command line: each command is the stage function with params.yaml behind it.
+
+Imports are lazy so `backdrop --help` stays fast and a DAG or test can import this cheaply.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="backdrop: background removal for product photos — pipeline and tools.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Datasets: synthesize demo drops.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ParamsOpt = Annotated[Path | None, typer.Option("--params", help="params.yaml to use (default: ./params.yaml or $BACKDROP_PARAMS)")]
+
+
+def _params(path: Path | None):
+    from backdrop.config import ConfigError, load_params
+
+    try:
+        return load_params(path)
+    except ConfigError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path | None, typer.Option(help="drop folder to write (default: ingest.drop_dir)")] = None,
+    n: Annotated[int | None, typer.Option(help="number of pairs (default: synth.n)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (default: synth.seed)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Render apparel product photos with exact masks, laid out like a vendor drop."""
+    from backdrop.config import resolve
+    from backdrop.data.synth import synthesize
+
+    p = _params(params)
+    s = p.synth
+    dest = out or resolve(p.ingest.drop_dir)
+    items = synthesize(dest, n if n is not None else s.n, seed if seed is not None else s.seed,
+                       min_side=s.min_side, max_side=s.max_side, white_share=s.white_share,
+                       black_share=s.black_share)
+    typer.echo(f"wrote {len(items)} pairs to {dest}")
+
+
+@app.command()
+def ingest(drop: Annotated[Path | None, typer.Argument(help="drop folder (default: ingest.drop_dir)")] = None,
+           params: ParamsOpt = None) -> None:
+    """Copy a vendor drop into the raw store and record it in the manifest."""
+    from backdrop.stages.ingest import ingest as run
+
+    r = run(_params(params).ingest, drop)
+    typer.echo(f"ingest: {r.added} new, {r.already_present} already present, "
+               f"{len(r.orphans)} unpaired file(s); manifest {r.manifest}")
+
+
+@app.command()
+def validate(params: ParamsOpt = None) -> None:
+    """Check every pair with the Great Expectations suite; quarantine the failures."""
+    from backdrop.stages.validate import ValidationFailed
+    from backdrop.stages.validate import validate as run
+
+    p = _params(params)
+    try:
+        r = run(p.validate_, p.ingest)
+    except ValidationFailed as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"validate: {r.good} good, {r.quarantined} quarantined {r.reasons or ''}; report {r.report}")
+
+
+@app.command()
+def prepare(params: ParamsOpt = None) -> None:
+    """Resize validated pairs to the training size and split train/val/test."""
+    from backdrop.stages.prepare import prepare as run
+
+    p = _params(params)
+    r = run(p.prepare, p.validate_, p.ingest)
+    typer.echo(f"prepare: {r.counts}")
+
+
+@app.command()
+def cluster(params: ParamsOpt = None) -> None:
+    """Group products into clusters with PCA + k-means (plus manual overrides)."""
+    from backdrop.stages.cluster import cluster as run
+
+    p = _params(params)
+    r = run(p.cluster, p.prepare)
+    typer.echo(f"cluster: sizes {r.sizes}")
+    for cid, name in sorted(r.names.items()):
+        typer.echo(f"  c{cid}: {name}")
+
+
+@app.command()
+def train(resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
+          params: ParamsOpt = None) -> None:
+    """Train U²-Net(P) with deep supervision; logs to MLflow."""
+    from backdrop.stages.train import train as run
+
+    r = run(_params(params), resume=resume)
+    typer.echo(f"train: best val IoU {r.best_val_iou:.4f} after {r.epochs_run} epoch(s); "
+               f"{r.model_path}; MLflow run {r.run_id}")
+
+
+@app.command()
+def evaluate(params: ParamsOpt = None) -> None:
+    """IoU on the test split, overall and per cluster (DVC metrics + MLflow)."""
+    from backdrop.stages.evaluate import evaluate as run
+
+    m = run(_params(params)).metrics
+    per = ", ".join(f"c{k.rsplit('_', 1)[1]} {v:.4f}" for k, v in m.items() if k.startswith("iou_cluster_"))
+    typer.echo(f"evaluate: test IoU {m['iou_mean']:.4f} (n={m['n']}); {per}")
+
+
+@app.command()
+def register(params: ParamsOpt = None) -> None:
+    """Register the model in MLflow; move the champion alias only if it wins the gate."""
+    from backdrop.stages.register import register as run
+
+    r = run(_params(params))
+    verdict = "promoted to champion" if r.promoted else "not promoted"
+    typer.echo(f"register: {r.uri} {verdict} — {r.reason}")
+
+
+@app.command()
+def remove(
+    inputs: Annotated[list[Path], typer.Argument(help="image files or directories")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("cutouts"),
+    model: Annotated[str, typer.Option(help="champion | PATH/model.pt | models:/name/version")] = "champion",
+    fmt: Annotated[str | None, typer.Option("--format", help="rgba | white | mask (default: remove.format)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Cut out product photos: writes OUT/<stem>.png at each input's original size."""
+    from backdrop.inference import NoModelError
+    from backdrop.inference import remove as run
+
+    p = _params(params)
+    try:
+        written = run(inputs, out, model=model, fmt=fmt or p.remove.format)
+    except (NoModelError, FileNotFoundError, ValueError) as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"remove: wrote {len(written)} file(s) to {out}")
+
+
+@app.command()
+def summary(params: ParamsOpt = None) -> None:
+    """What the last pipeline run produced: test IoU per cluster, registry decision, where to look."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from backdrop.config import resolve, tracking_uri
+
+    p = _params(params)
+    metrics_dir = resolve(p.evaluate.out_dir)
+    try:
+        metrics = json.loads((metrics_dir / "eval.json").read_text())
+        reg = json.loads((metrics_dir / "register.json").read_text())
+        names = json.loads((resolve(p.cluster.out_dir) / "summary.json").read_text())
+    except FileNotFoundError as exc:
+        typer.secho(f"{exc.filename}: missing — run the pipeline first (make demo or dvc repro)",
+                    fg="red", err=True)
+        raise typer.Exit(1) from None
+    table = Table(title=f"test IoU per cluster ({metrics['n']} held-out images)")
+    for col in ("cluster", "name", "images", "IoU"):
+        table.add_column(col)
+    for cid, size in names["sizes"].items():
+        value = metrics.get(f"iou_cluster_{cid}")
+        table.add_row(f"c{cid}", names["names"][cid], str(size), "-" if value is None else f"{value:.4f}")
+    table.add_row("all", "", "", f"{metrics['iou_mean']:.4f}", style="bold")
+    console = Console()
+    console.print(table)
+    verdict = "now @" + p.register_.alias if reg["promoted"] else "not promoted"
+    console.print(f"model: {p.register_.model_name} v{reg['version']} ({verdict}: {reg['reason']})")
+    console.print(f"MLflow run {reg['run_id']} in {tracking_uri(p)} — browse with `make mlflow-ui` "
+                  "(http://127.0.0.1:5000)")
+    console.print(f"metrics: {metrics_dir}/eval.json, plots: {metrics_dir}/plots/, "
+                  f"quarantine: {resolve(p.validate_.quarantine_dir)}")
+    out = resolve("demo-output")
+    if out.exists():
+        console.print(f"cut-outs: {out}/ ({len(list(out.glob('*.png')))} PNG)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,198 @@
+"""Typed view of params.yaml, loaded once.
+
+Every stage reads its own section from here, so a typo or an out-of-range value fails
+before any work starts, with the offending key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_ENV = "BACKDROP_PARAMS"
+PROJECT_ENV = "BACKDROP_PROJECT_DIR"
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or holds a bad value."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthParams(_Section):
+    n: int = Field(200, ge=1)
+    seed: int = 7
+    min_side: int = Field(600, ge=64)
+    max_side: int = Field(1200, ge=64)
+    white_share: float = Field(0.15, ge=0, le=1)
+    black_share: float = Field(0.05, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sides(self) -> SynthParams:
+        if self.min_side > self.max_side:
+            raise ValueError("min_side must be <= max_side")
+        return self
+
+
+class IngestParams(_Section):
+    drop_dir: Path = Path("data/drop")
+    raw_dir: Path = Path("data/raw")
+    vendor: str = "unknown"
+    license: str = "unknown"
+
+
+class ValidateParams(_Section):
+    suite: Path = Path("src/backdrop/expectations/pairs_suite.json")
+    min_side: int = Field(256, ge=1)
+    max_pixels: int = Field(64_000_000, ge=1)
+    min_coverage: float = Field(0.02, ge=0, le=1)
+    max_coverage: float = Field(0.95, ge=0, le=1)
+    max_gray_share: float = Field(0.05, ge=0, le=1)
+    max_bad_share: float = Field(0.2, ge=0, le=1)
+    out_dir: Path = Path("data/validated")
+    quarantine_dir: Path = Path("data/quarantine")
+
+
+class PrepareParams(_Section):
+    size: int = Field(160, ge=32, le=1024)
+    val_share: float = Field(0.15, gt=0, lt=1)
+    test_share: float = Field(0.15, gt=0, lt=1)
+    seed: int = 13
+    out_dir: Path = Path("data/prepared")
+
+    @model_validator(mode="after")
+    def _shares(self) -> PrepareParams:
+        if self.val_share + self.test_share >= 0.9:
+            raise ValueError("val_share + test_share must leave at least 10% for training")
+        if self.size % 32:
+            raise ValueError("size must be a multiple of 32 (U²-Net downsamples 5 times)")
+        return self
+
+
+class ClusterParams(_Section):
+    k: int = Field(6, ge=1)
+    pca_components: int = Field(16, ge=1)
+    feature_size: int = Field(32, ge=4)
+    seed: int = 0
+    overrides: Path = Path("data/cluster_overrides.csv")
+    out_dir: Path = Path("data/clusters")
+
+
+class TrainParams(_Section):
+    model: Literal["u2netp", "u2net"] = "u2netp"
+    init: Literal["official", "scratch"] = "official"
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(3e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: int = Field(1, ge=0)
+    seed: int = 42
+    num_threads: int = Field(2, ge=1)
+    out_dir: Path = Path("models/train")
+
+
+class EvaluateParams(_Section):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    out_dir: Path = Path("metrics")
+
+
+class RegisterParams(_Section):
+    model_name: str = "backdrop-u2net"
+    alias: str = "champion"
+    min_improvement: float = Field(0.0, ge=0)
+    max_cluster_drop: float = Field(0.01, ge=0, le=1)
+
+
+class MlflowParams(_Section):
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"
+    artifact_root: Path = Path("mlflow/artifacts")
+    experiment: str = "backdrop"
+
+
+class AirflowParams(_Section):
+    schedule: str = "0 2 * * *"
+    retries: int = Field(1, ge=0)
+
+
+class RemoveParams(_Section):
+    format: Literal["rgba", "white", "mask"] = "rgba"
+
+
+class Params(_Section):
+    synth: SynthParams = SynthParams()
+    ingest: IngestParams = IngestParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    prepare: PrepareParams = PrepareParams()
+    cluster: ClusterParams = ClusterParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    register_: RegisterParams = Field(RegisterParams(), alias="register")
+    mlflow: MlflowParams = MlflowParams()
+    airflow: AirflowParams = AirflowParams()
+    remove: RemoveParams = RemoveParams()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def project_dir() -> Path:
+    """The project root: $BACKDROP_PROJECT_DIR, else the current directory (where dvc runs stages)."""
+    return Path(os.environ.get(PROJECT_ENV) or Path.cwd()).resolve()
+
+
+def params_path() -> Path:
+    return Path(os.environ.get(PARAMS_ENV) or project_dir() / "params.yaml")
+
+
+def parse_params(raw: dict, source: str = "params.yaml") -> Params:
+    """Validate a raw mapping; errors name the dotted key and the reason."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{source}: invalid value(s)\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=8)
+def _load(path: Path) -> Params:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run from the project root or set {PARAMS_ENV})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return parse_params(raw, str(path))
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    """params.yaml as typed models; parsed once per path and process."""
+    return _load(Path(path or params_path()).resolve())
+
+
+def resolve(path: str | Path) -> Path:
+    """A params path made absolute against the project root."""
+    p = Path(path)
+    return p if p.is_absolute() else project_dir() / p
+
+
+def tracking_uri(params: Params) -> str:
+    """MLflow URI with a relative sqlite path anchored at the project root.
+
+    `sqlite:///mlflow/mlflow.db` would otherwise land wherever the process happens to run.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.mlflow.tracking_uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(resolve(uri[len(prefix):]))
+    return uri

@@ -1,0 +1,1 @@
+"""Data sources: synthetic studio packshots with exact masks (:mod:`backdrop.data.synth`)."""

@@ -1,0 +1,1 @@
+"""Pipeline stages: each a plain function, called by the CLI, dvc.yaml and the Airflow DAGs alike."""

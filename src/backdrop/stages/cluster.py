@@ -1,0 +1,151 @@
+"""cluster: PCA + k-means over shape and colour features → product clusters, with manual overrides.
+
+The case study grouped products into six visually similar clusters so quality can be watched
+per cluster (white products and beachwear were the weak ones). Features: the downsampled mask
+(silhouette) plus colour statistics of product and background (tone, contrast).
+The fitted scaler/PCA/k-means is saved so new images (inference, monitoring) get a cluster too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from backdrop.config import ClusterParams, PrepareParams, resolve
+from backdrop.io import read_csv, write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+ASSIGN_FIELDS = ["pair_id", "split", "cluster", "cluster_name", "overridden"]
+COLOUR_WEIGHT = 8.0  # colour stats are few dims next to the silhouette; weight them so tone counts
+
+
+@dataclass(frozen=True)
+class ClusterResult:
+    sizes: dict[str, int]
+    names: dict[int, str]
+    assignments: Path
+
+
+def features(photo, mask, size: int):
+    """One feature vector: silhouette (size² values) + weighted colour stats (8 values)."""
+    import numpy as np
+    from PIL import Image
+
+    silhouette = np.asarray(mask.convert("L").resize((size, size), Image.Resampling.BOX),
+                            dtype=np.float32).ravel() / 255.0
+    rgb = np.asarray(photo.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
+    fg = np.asarray(mask.convert("L"), dtype=np.uint8) > 127  # (H, W)
+    fg_px, bg_px = rgb[fg], rgb[~fg]
+    fg_mean = fg_px.mean(0) if len(fg_px) else np.zeros(3, np.float32)
+    bg_mean = bg_px.mean(0) if len(bg_px) else np.ones(3, np.float32)
+    colour = np.concatenate([fg_mean, [fg_px.std() if len(fg_px) else 0.0],
+                             bg_mean, [abs(fg_mean.mean() - bg_mean.mean())]])
+    return np.concatenate([silhouette, COLOUR_WEIGHT * colour.astype(np.float32)])
+
+
+def describe(centroid_features, size: int) -> str:
+    """A human-readable cluster name from its mean silhouette and tone."""
+    import numpy as np
+
+    sil = centroid_features[: size * size].reshape(size, size)
+    colour = centroid_features[size * size:] / COLOUR_WEIGHT
+    rows, cols = np.where(sil > 0.5)
+    if len(rows) == 0:
+        shape = "sparse"
+    else:
+        aspect = (np.ptp(rows) + 1) / (np.ptp(cols) + 1)
+        shape = "tall" if aspect > 1.4 else "wide" if aspect < 0.8 else "square"
+        shape += " full" if sil.mean() > 0.35 else " slim"
+    fg_tone, contrast = float(colour[:3].mean()), float(colour[7])
+    tone = "white-on-white" if fg_tone > 0.8 and contrast < 0.12 else (
+        "dark" if fg_tone < 0.3 else "light" if fg_tone > 0.65 else "mid-tone")
+    return f"{shape}, {tone}"
+
+
+def load_overrides(path: Path) -> dict[str, int]:
+    """pair_id → cluster from the hand-curated CSV (columns pair_id, cluster[, note])."""
+    overrides = {}
+    for line_no, row in enumerate(read_csv(path), start=2):
+        try:
+            overrides[row["pair_id"].strip()] = int(row["cluster"])
+        except (KeyError, ValueError):
+            raise ValueError(f"{path}:{line_no}: needs columns pair_id,cluster with an integer cluster "
+                             f"(got {row})") from None
+    return overrides
+
+
+def cluster(params: ClusterParams, prepare_params: PrepareParams) -> ClusterResult:
+    import joblib
+    import numpy as np
+    from PIL import Image
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from tqdm import tqdm
+
+    prepared = resolve(prepare_params.out_dir)
+    index = read_csv(prepared / "index.csv")
+    if len(index) < params.k:
+        raise ValueError(f"{len(index)} prepared pairs cannot make {params.k} clusters")
+    feats = np.stack([
+        features(Image.open(prepared / r["image"]), Image.open(prepared / r["mask"]),
+                 params.feature_size)
+        for r in tqdm(index, desc="cluster features", unit="img", disable=None)])  # (N, F)
+    train = np.array([r["split"] == "train" for r in index])
+    n_comp = min(params.pca_components, int(train.sum()) - 1, feats.shape[1])
+    pca = PCA(n_components=n_comp, random_state=params.seed).fit(feats[train])
+    kmeans = KMeans(n_clusters=params.k, n_init=10, random_state=params.seed).fit(
+        pca.transform(feats[train]))
+    # Stable ids: order clusters by their centroid's silhouette area, largest first.
+    centroids = pca.inverse_transform(kmeans.cluster_centers_)  # (k, F)
+    order = np.argsort(-centroids[:, : params.feature_size ** 2].mean(1), kind="stable")
+    relabel = {int(old): new for new, old in enumerate(order)}
+    names = {relabel[i]: describe(centroids[i], params.feature_size) for i in range(params.k)}
+    raw_labels = kmeans.predict(pca.transform(feats))
+    overrides = load_overrides(resolve(params.overrides))
+    rows, sizes = [], {str(c): 0 for c in range(params.k)}
+    for row, label in zip(index, raw_labels, strict=True):
+        cid = overrides.get(row["pair_id"], relabel[int(label)])
+        if not 0 <= cid < params.k:
+            raise ValueError(f"{params.overrides}: cluster {cid} for {row['pair_id']} not in 0..{params.k - 1}")
+        sizes[str(cid)] += 1
+        rows.append({"pair_id": row["pair_id"], "split": row["split"], "cluster": cid,
+                     "cluster_name": names[cid], "overridden": row["pair_id"] in overrides})
+    out = resolve(params.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(out / "assignments.csv", rows, ASSIGN_FIELDS)
+    joblib.dump({"pca": pca, "kmeans": kmeans, "relabel": relabel, "names": names,
+                 "feature_size": params.feature_size}, out / "model.joblib")
+    write_json(out / "summary.json", {"sizes": sizes, "names": {str(k): v for k, v in names.items()},
+                                      "overrides_applied": sum(r["overridden"] for r in rows)})
+    _montage(prepared, rows, params.k, out / "montage.png")
+    log.info("cluster: sizes %s", sizes)
+    return ClusterResult(sizes, names, out / "assignments.csv")
+
+
+def _montage(prepared: Path, rows: list[dict], k: int, path: Path, per_cluster: int = 8,
+             thumb: int = 64) -> None:
+    """One row of thumbnails per cluster, so a human can check the grouping at a glance."""
+    from PIL import Image, ImageDraw
+
+    sheet = Image.new("RGB", (thumb * (per_cluster + 1), thumb * k), "white")
+    draw = ImageDraw.Draw(sheet)
+    for cid in range(k):
+        draw.text((4, cid * thumb + thumb // 2 - 6), f"c{cid}", fill="black")
+        members = [r for r in rows if r["cluster"] == cid][:per_cluster]
+        for j, r in enumerate(members):
+            img = Image.open(prepared / "images" / f"{r['pair_id']}.png").convert("RGB")
+            sheet.paste(img.resize((thumb, thumb)), ((j + 1) * thumb, cid * thumb))
+    sheet.save(path)
+
+
+def assign(model_path: Path, photo, mask) -> tuple[int, str]:
+    """Cluster id and name for a new image (mask: hand-made or predicted)."""
+    import joblib
+
+    bundle = joblib.load(model_path)
+    vec = features(photo, mask, bundle["feature_size"])[None]
+    label = int(bundle["kmeans"].predict(bundle["pca"].transform(vec))[0])
+    cid = bundle["relabel"][label]
+    return cid, bundle["names"][cid]

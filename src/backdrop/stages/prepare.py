@@ -1,0 +1,89 @@
+"""prepare: validated pairs → fixed-size training tensors on disk and a train/val/test split.
+
+Photos are resized to `prepare.size`² (the network's input), masks likewise and re-binarised.
+The split is a hash of (seed, pair_id), so adding pairs never moves old pairs between splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from backdrop.config import IngestParams, PrepareParams, ValidateParams, resolve
+from backdrop.io import open_image, read_csv, write_csv
+
+log = logging.getLogger(__name__)
+
+INDEX_FIELDS = ["pair_id", "split", "image", "mask", "orig_width", "orig_height"]
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    counts: dict[str, int]
+    index: Path
+
+
+def split_of(pair_id: str, seed: int, val_share: float, test_share: float) -> str:
+    """Deterministic, order-independent split assignment."""
+    u = int(hashlib.sha256(f"{seed}:{pair_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    if u < test_share:
+        return "test"
+    if u < test_share + val_share:
+        return "val"
+    return "train"
+
+
+def resize_pair(image, mask, size: int):
+    """Square network input: LANCZOS for the photo, area-average then threshold for the mask."""
+    from PIL import Image
+
+    photo = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+    target = mask.resize((size, size), Image.Resampling.BOX).point(lambda v: 255 if v > 127 else 0)
+    return photo, target
+
+
+def mask_channel(mask):
+    """The mask's single channel whatever it was saved as (L, 1-bit, RGBA alpha, grey RGB)."""
+    if mask.mode == "RGBA":
+        return mask.getchannel("A")
+    if mask.mode == "LA":
+        return mask.getchannel(0)
+    return mask.convert("L")
+
+
+def prepare(params: PrepareParams, validate_params: ValidateParams,
+            ingest_params: IngestParams) -> PrepareResult:
+    from tqdm import tqdm
+
+    raw = resolve(ingest_params.raw_dir)
+    rows = read_csv(resolve(validate_params.out_dir) / "manifest.csv")
+    if not rows:
+        raise FileNotFoundError("no validated pairs: run `backdrop validate` first")
+    out = resolve(params.out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    index, counts = [], {"train": 0, "val": 0, "test": 0}
+    for row in tqdm(rows, desc=f"prepare {params.size}px", unit="pair", disable=None):
+        image = open_image(raw / row["image_path"], max_pixels=validate_params.max_pixels)
+        mask = mask_channel(open_image(raw / row["mask_path"], max_pixels=validate_params.max_pixels))
+        photo, target = resize_pair(image, mask, params.size)
+        name = row["pair_id"]
+        photo.save(out / "images" / f"{name}.png")
+        target.save(out / "masks" / f"{name}.png")
+        split = split_of(name, params.seed, params.val_share, params.test_share)
+        counts[split] += 1
+        index.append({"pair_id": name, "split": split, "image": f"images/{name}.png",
+                      "mask": f"masks/{name}.png", "orig_width": image.width,
+                      "orig_height": image.height})
+    if min(counts.values()) == 0:
+        raise ValueError(f"split {counts} leaves a split empty: add pairs or change shares")
+    write_csv(out / "index.csv", index, INDEX_FIELDS)
+    log.info("prepare: %s", counts)
+    return PrepareResult(counts, out / "index.csv")
+
+
+def load_split(prepared_dir: Path, split: str | None = None) -> list[dict[str, str]]:
+    rows = read_csv(prepared_dir / "index.csv")
+    return [r for r in rows if split is None or r["split"] == split]

@@ -1,0 +1,111 @@
+"""register: log the trained model to MLflow, register a version, and move `champion` only if it wins.
+
+The gate: a challenger becomes champion when its mean test IoU beats the champion's by more than
+`register.min_improvement` and no cluster drops by more than `register.max_cluster_drop`.
+The decision and both scores are logged on the run and the model version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from backdrop.config import Params, resolve
+from backdrop.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class RegisterResult:
+    version: str
+    promoted: bool
+    reason: str
+    uri: str
+
+
+def gate(challenger: dict[str, float], champion: dict[str, float] | None, min_improvement: float,
+         max_cluster_drop: float) -> GateDecision:
+    """Pure comparison of two metric dicts (keys iou_mean, iou_cluster_<k>)."""
+    if champion is None:
+        return GateDecision(True, "no champion yet")
+    gain = challenger["iou_mean"] - champion["iou_mean"]
+    if gain <= min_improvement:
+        return GateDecision(False, f"mean IoU {challenger['iou_mean']:.4f} does not beat champion "
+                                   f"{champion['iou_mean']:.4f} by more than {min_improvement}")
+    drops = {k: champion[k] - challenger.get(k, 0.0) for k in champion if k.startswith("iou_cluster_")}
+    worst = max(drops.items(), key=lambda kv: kv[1], default=(None, 0.0))
+    if worst[0] is not None and worst[1] > max_cluster_drop:
+        return GateDecision(False, f"{worst[0]} drops by {worst[1]:.4f} > {max_cluster_drop}")
+    return GateDecision(True, f"mean IoU +{gain:.4f} over champion, worst cluster change "
+                              f"{-worst[1]:+.4f}")
+
+
+def champion_metrics(client, name: str, alias: str) -> tuple[str | None, dict | None]:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None, None
+    return version.version, json.loads(version.tags.get("test_metrics", "null"))
+
+
+def register(params: Params) -> RegisterResult:
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    from backdrop import tracking
+    from backdrop.models.cutout import CutoutModel
+    from backdrop.stages.evaluate import load_metrics
+    from backdrop.stages.train import load_trained
+
+    rp = params.register_
+    train_out = resolve(params.train.out_dir)
+    net, meta = load_trained(train_out / "model.pt")
+    cutout = CutoutModel(net, size=meta["size"], arch=meta["arch"]).eval()
+    metrics = load_metrics(params)
+    run_id = json.loads((train_out / "run.json").read_text())["run_id"]
+
+    tracking.setup(params)
+    client = mlflow.MlflowClient()
+    champ_version, champ = champion_metrics(client, rp.model_name, rp.alias)
+    decision = gate(metrics, champ, rp.min_improvement, rp.max_cluster_drop)
+
+    example = np.random.default_rng(0).random((1, 3, meta["size"], meta["size"]), dtype=np.float32)
+    with torch.inference_mode():
+        signature = infer_signature(example, cutout(torch.from_numpy(example)).numpy())
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(
+            cutout, name="model", signature=signature, registered_model_name=rp.model_name,
+            serialization_format="pickle",  # keeps the nn.Module (and its .size) for load_model
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "backdrop"],
+            metadata={"size": meta["size"], "arch": meta["arch"]})
+        version = str(info.registered_model_version)
+        mlflow.set_tags({"gate.promoted": decision.promote, "gate.reason": decision.reason,
+                         "gate.champion_version": champ_version or "none",
+                         "gate.champion_iou_mean": champ["iou_mean"] if champ else "none"})
+    client.set_model_version_tag(rp.model_name, version, "test_metrics", json.dumps(metrics))
+    client.set_model_version_tag(rp.model_name, version, "test_iou_mean", f"{metrics['iou_mean']:.6f}")
+    client.set_model_version_tag(rp.model_name, version, "gate", decision.reason)
+    client.set_model_version_tag(rp.model_name, version, "size", str(meta["size"]))
+    if decision.promote:
+        client.set_registered_model_alias(rp.model_name, rp.alias, version)
+    uri = f"models:/{rp.model_name}/{version}"
+    write_json(resolve(params.evaluate.out_dir) / "register.json", {
+        "model": rp.model_name, "version": version, "promoted": decision.promote,
+        "reason": decision.reason, "champion_before": champ_version,
+        "champion_iou_before": champ["iou_mean"] if champ else None,
+        "challenger_iou": metrics["iou_mean"], "run_id": run_id})
+    log.info("register: %s v%s — %s (%s)", rp.model_name, version,
+             "promoted to @" + rp.alias if decision.promote else "kept old champion", decision.reason)
+    return RegisterResult(version, decision.promote, decision.reason, uri)
