@@ -105,9 +105,7 @@ def test_two_rank_gloo_allreduce_and_distributed_optimizer(tmp_path: Path) -> No
         "--start-timeout", "60",
         sys.executable, str(script), str(out_dir),
     ]  # fmt: skip
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env, cwd=tmp_path)
     assert proc.returncode == 0, (
         f"horovodrun failed (rc={proc.returncode})\nSTDOUT:\n{proc.stdout[-4000:]}"
         f"\nSTDERR:\n{proc.stderr[-4000:]}"

@@ -95,7 +95,9 @@ def test_style_shares_are_respected():
     styles = [render_item(21, i, **tiny)[2].style for i in range(300)]
     assert 25 <= styles.count("white_on_white") <= 65  # expected 45
     assert 4 <= styles.count("black_on_black") <= 30  # expected 15
-    assert {render_item(21, i, white_share=0.0, black_share=0.0, **tiny)[2].style for i in range(20)} == {"normal"}
+    assert {render_item(21, i, white_share=0.0, black_share=0.0, **tiny)[2].style for i in range(20)} == {
+        "normal"
+    }
     assert {render_item(21, i, white_share=1.0, black_share=0.0, **tiny)[2].style for i in range(10)} == {
         "white_on_white"
     }
@@ -148,7 +150,9 @@ def test_synthesize_writes_what_render_item_returns(tmp_path):
     with open(tmp_path / "labels.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["stem", "category", "style", "width", "height"]
-    assert [SynthItem(r["stem"], r["category"], r["style"], int(r["width"]), int(r["height"])) for r in rows] == items
+    assert [
+        SynthItem(r["stem"], r["category"], r["style"], int(r["width"]), int(r["height"])) for r in rows
+    ] == items
 
 
 def test_synthesize_is_idempotent(tmp_path):

@@ -210,8 +210,10 @@ def _neckline(sh: _Shape, rng, nw: float, back_y: float, kind: str, depth: float
     if kind == "v":
         front = _pts((nw, 0.0), (0.0, depth), (-nw, 0.0))
     else:
-        front = _chain(_qbez((nw, 0.0), (nw * 0.95, depth), (0.0, depth), 8),
-                       _qbez((0.0, depth), (-nw * 0.95, depth), (-nw, 0.0), 8))
+        front = _chain(
+            _qbez((nw, 0.0), (nw * 0.95, depth), (0.0, depth), 8),
+            _qbez((0.0, depth), (-nw * 0.95, depth), (-nw, 0.0), 8),
+        )
     sh.shade(_chain(back, front), int(rng.integers(70, 95)))
     sh.seam(front, _u(rng, 0.012, 0.022), int(rng.integers(108, 122)))
     sh.seam(front + np.array([0.0, 0.02]), 0.003, 104)
@@ -230,8 +232,10 @@ def _top(rng, long: bool) -> _Shape:
     hoodie = long and rng.random() < 0.3
     polo = (not long) and rng.random() < 0.25
     if hoodie:
-        sh.fill(_arc(0.0, 0.0, nw + _u(rng, 0.03, 0.06), _u(rng, 0.12, 0.16), math.pi, 2 * math.pi, 32).tolist()
-                + [(nw + 0.03, 0.04), (-nw - 0.03, 0.04)])
+        sh.fill(
+            _arc(0.0, 0.0, nw + _u(rng, 0.03, 0.06), _u(rng, 0.12, 0.16), math.pi, 2 * math.pi, 32).tolist()
+            + [(nw + 0.03, 0.04), (-nw - 0.03, 0.04)]
+        )
     right = _chain(
         _qbez((0.0, back_y), (nw * 0.6, back_y), (nw, 0.0), 6),
         _qbez((nw, 0.0), ((nw + sw) / 2, sh_y * 0.4), (sw, sh_y), 6),
@@ -280,7 +284,9 @@ def _top(rng, long: bool) -> _Shape:
         if rng.random() < 0.3:
             sh.fabric = "heather"
     if polo:
-        sh.fill(_pts((-nw - 0.02, -0.01), (-0.0, 0.09), (nw + 0.02, -0.01), (nw * 0.3, 0.1), (-nw * 0.3, 0.1)))
+        sh.fill(
+            _pts((-nw - 0.02, -0.01), (-0.0, 0.09), (nw + 0.02, -0.01), (nw * 0.3, 0.1), (-nw * 0.3, 0.1))
+        )
         sh.seam(_pts((0.0, 0.09), (0.0, 0.24)), 0.003, 98)
         for k in range(2):
             sh.shade(_arc(0.012, 0.13 + 0.05 * k, 0.009, 0.009, n=12), 150)
@@ -307,8 +313,12 @@ def _bottoms(rng, shorts: bool) -> _Shape:
         hip_y, hh = 0.22, hw + _u(rng, 0.03, 0.06)
         cy = _u(rng, 0.27, 0.34)
         style = str(rng.choice(["slim", "straight", "straight", "wide", "jogger"]))
-        lw = {"slim": (0.14, 0.16), "straight": (0.17, 0.2), "wide": (0.22, 0.27), "jogger": (0.12, 0.14)}[style]
-        dho = {"slim": (-0.02, 0.0), "straight": (0.0, 0.02), "wide": (0.03, 0.07), "jogger": (-0.04, -0.02)}[style]
+        lw = {"slim": (0.14, 0.16), "straight": (0.17, 0.2), "wide": (0.22, 0.27), "jogger": (0.12, 0.14)}[
+            style
+        ]
+        dho = {"slim": (-0.02, 0.0), "straight": (0.0, 0.02), "wide": (0.03, 0.07), "jogger": (-0.04, -0.02)}[
+            style
+        ]
         ho = hh + _u(rng, *dho)
         hi = max(ho - _u(rng, *lw), 0.04)
         inner_y = 1.0
@@ -331,20 +341,34 @@ def _bottoms(rng, shorts: bool) -> _Shape:
             sh.seam(_pts((-hw, wb * k / 4), (hw, wb * k / 4)), 0.002, 112)
         for m in (1.0, -1.0):
             x = m * _u(rng, 0.015, 0.03)
-            cord = _qbez((x, wb * 0.6), (x + m * 0.02, wb + 0.08), (x + m * _u(rng, 0.0, 0.05), wb + _u(rng, 0.12, 0.2)), 8)
+            cord = _qbez(
+                (x, wb * 0.6),
+                (x + m * 0.02, wb + 0.08),
+                (x + m * _u(rng, 0.0, 0.05), wb + _u(rng, 0.12, 0.2)),
+                8,
+            )
             sh.stroke(cord, 0.008)
             sh.seam(cord, 0.008, 122)
         sh.fabric = "heather" if rng.random() < 0.5 else "cotton"
     else:
         for x in np.linspace(-hw * 0.85, hw * 0.85, 5):
-            loop = _pts((x - 0.008, -0.004), (x + 0.008, -0.004), (x + 0.008, wb + 0.004), (x - 0.008, wb + 0.004))
+            loop = _pts(
+                (x - 0.008, -0.004), (x + 0.008, -0.004), (x + 0.008, wb + 0.004), (x - 0.008, wb + 0.004)
+            )
             sh.fill(loop)
             sh.seam(np.vstack([loop, loop[:1]]), 0.003, 96)
         sh.hardware(_arc(0.0, wb / 2, 0.012, 0.012, n=16))
-        fly = _chain(_pts((0.035, wb), (0.035, cy * 0.8)), _qbez((0.035, cy * 0.8), (0.035, cy * 0.92), (0.0, cy * 0.95), 6))
+        fly = _chain(
+            _pts((0.035, wb), (0.035, cy * 0.8)),
+            _qbez((0.035, cy * 0.8), (0.035, cy * 0.92), (0.0, cy * 0.95), 6),
+        )
         sh.seam(fly, 0.004, 96)
         for m in (1.0, -1.0):
-            sh.seam(_qbez((hw - 0.07, wb), (hw - 0.05, wb + 0.09), (hh, hip_y * 0.75), 8) * np.array([m, 1.0]), 0.004, 96)
+            sh.seam(
+                _qbez((hw - 0.07, wb), (hw - 0.05, wb + 0.09), (hh, hip_y * 0.75), 8) * np.array([m, 1.0]),
+                0.004,
+                96,
+            )
         if rng.random() < 0.6:
             sh.fabric = "denim"
     hem_y = 1.0 - (0.04 if not shorts else 0.05)
@@ -364,7 +388,9 @@ def _bottoms(rng, shorts: bool) -> _Shape:
         sh.fold(_pts((0.02, cy - 0.03), (0.12, cy - 0.12)) * f, 0.02, -1)  # whiskers at the crotch
     if shorts and rng.random() < 0.3:
         for m in (1.0, -1.0):
-            pk = _pts((hh - 0.02, 0.55), (hh - 0.2, 0.55), (hh - 0.2, 0.82), (hh - 0.02, 0.82), (hh - 0.02, 0.55))
+            pk = _pts(
+                (hh - 0.02, 0.55), (hh - 0.2, 0.55), (hh - 0.2, 0.82), (hh - 0.02, 0.82), (hh - 0.02, 0.55)
+            )
             sh.seam(pk * np.array([m, 1.0]), 0.004, 98)
     _random_folds(rng, sh, (-hh, 0.15, hh, 0.95), int(rng.integers(1, 4)), (0, 40), (0.1, 0.3))
     sh.printable = shorts or sh.fabric != "denim"
@@ -397,7 +423,9 @@ def _dress(rng) -> _Shape:
             skirt,
         )
         S, A = np.array([sw, sh_y]), np.array([bb + 0.005, arm_y])
-        poly, e1, e2, d = _sleeve(S, A, math.radians(_u(rng, 45, 65)), _u(rng, 0.08, 0.14), _u(rng, 0.1, 0.13), bb + 0.02)
+        poly, e1, e2, d = _sleeve(
+            S, A, math.radians(_u(rng, 45, 65)), _u(rng, 0.08, 0.14), _u(rng, 0.1, 0.13), bb + 0.02
+        )
         for m in (1.0, -1.0):
             sh.fill(poly * np.array([m, 1.0]))
             sh.seam(_pts(S, A) * np.array([m, 1.0]), 0.003, 104)
@@ -421,11 +449,24 @@ def _dress(rng) -> _Shape:
                 sh.stroke(strap * f, _u(rng, 0.006, 0.012))
             else:
                 w = _u(rng, 0.035, 0.055)
-                strap = _pts((bb - w - 0.02, yb + 0.03), (bb - 0.002, yb + 0.03), (sx + w * 0.6, 0.0), (sx - w * 0.4, 0.0))
+                strap = _pts(
+                    (bb - w - 0.02, yb + 0.03),
+                    (bb - 0.002, yb + 0.03),
+                    (sx + w * 0.6, 0.0),
+                    (sx - w * 0.4, 0.0),
+                )
                 sh.fill(strap * f)
         sh.seam(_qbez((-bb, yb), (0.0, yb + scoop + 0.03), (bb, yb), 10), 0.003, 104)
     if rng.random() < 0.4:
-        sh.shade(_pts((-ww - 0.005, yw - 0.02), (ww + 0.005, yw - 0.02), (ww + 0.01, yw + 0.02), (-ww - 0.01, yw + 0.02)), 104)
+        sh.shade(
+            _pts(
+                (-ww - 0.005, yw - 0.02),
+                (ww + 0.005, yw - 0.02),
+                (ww + 0.01, yw + 0.02),
+                (-ww - 0.01, yw + 0.02),
+            ),
+            104,
+        )
         if rng.random() < 0.5:
             knot = _pts((-0.01, yw), (0.03, yw + 0.2), (0.05, yw + 0.19), (0.015, yw))
             sh.fill(knot)
@@ -436,11 +477,19 @@ def _dress(rng) -> _Shape:
         for y in (yw + (1 - yw) * 0.38, yw + (1 - yw) * 0.7):
             x = ww + (hh - ww) * ((y - yw) / (1 - yw)) ** 0.8
             sh.seam(_qbez((-x, y), (0.0, y + 0.015), (x, y), 10), 0.004, 98)
-    sh.seam(_qbez((-hh, 0.975 - side_drop), (0.0, 0.98 + side_drop * 0.3), (hh, 0.975 - side_drop), 12), 0.003, 104)
+    sh.seam(
+        _qbez((-hh, 0.975 - side_drop), (0.0, 0.98 + side_drop * 0.3), (hh, 0.975 - side_drop), 12),
+        0.003,
+        104,
+    )
     for _ in range(int(rng.integers(3, 8))):  # skirt folds fanning out from the waist
         x0 = _u(rng, -ww, ww)
         x1 = x0 / max(ww, 1e-3) * hh * _u(rng, 0.8, 1.0)
-        sh.fold(_qbez((x0, yw + 0.05), (x0 * 1.1, (yw + 1) / 2), (x1, 0.99), 8), _u(rng, 0.015, 0.04), -1 if rng.random() < 0.6 else 1)
+        sh.fold(
+            _qbez((x0, yw + 0.05), (x0 * 1.1, (yw + 1) / 2), (x1, 0.99), 8),
+            _u(rng, 0.015, 0.04),
+            -1 if rng.random() < 0.6 else 1,
+        )
     return sh
 
 
@@ -479,17 +528,26 @@ def _handbag(rng) -> _Shape:
     inset = body * np.array([0.94, 1.0]) + np.array([0.0, 0.0])
     inset[:, 1] = tb + (inset[:, 1] - tb) * 0.95 + 0.02
     sh.seam(np.vstack([inset, inset[:1]]), 0.003, 100)
-    sh.shade(_qbez((-tw, tb), (0.0, tb + sag), (tw, tb), 8).tolist() + [(tw, tb + 0.02), (-tw, tb + 0.02)], 80)
+    sh.shade(
+        _qbez((-tw, tb), (0.0, tb + sag), (tw, tb), 8).tolist() + [(tw, tb + 0.02), (-tw, tb + 0.02)], 80
+    )
     if rng.random() < 0.5:  # flap with a clasp
         fy = tb + _u(rng, 0.18, 0.3)
-        flap = _chain(_pts((-tw, tb), (tw, tb)), _qbez((tw * 1.01, tb), (tw * 1.02, fy), (0.0, fy + 0.05), 8),
-                      _qbez((0.0, fy + 0.05), (-tw * 1.02, fy), (-tw * 1.01, tb), 8))
+        flap = _chain(
+            _pts((-tw, tb), (tw, tb)),
+            _qbez((tw * 1.01, tb), (tw * 1.02, fy), (0.0, fy + 0.05), 8),
+            _qbez((0.0, fy + 0.05), (-tw * 1.02, fy), (-tw * 1.01, tb), 8),
+        )
         sh.shade(flap, 134)
         sh.seam(flap[1:-1], 0.004, 84)
         sh.hardware(_pts((-0.04, fy), (0.04, fy), (0.04, fy + 0.05), (-0.04, fy + 0.05)))
     else:
         sh.seam(_pts((-tw + 0.04, tb + 0.04), (tw - 0.04, tb + 0.04)), 0.01, 90)
-        sh.hardware(_pts((tw - 0.06, tb + 0.03), (tw - 0.03, tb + 0.03), (tw - 0.035, tb + 0.1), (tw - 0.055, tb + 0.1)))
+        sh.hardware(
+            _pts(
+                (tw - 0.06, tb + 0.03), (tw - 0.03, tb + 0.03), (tw - 0.035, tb + 0.1), (tw - 0.055, tb + 0.1)
+            )
+        )
     sh.fold(_pts((-bw + 0.03, 1.0 - r), (-bw + 0.12, tb + 0.1)), 0.05, 1)
     sh.fold(_pts((bw - 0.05, 0.95), (bw - 0.05, tb + 0.08)), 0.04, -1)
     return sh
@@ -515,7 +573,9 @@ def _belt(rng) -> _Shape:
         sh.shade(_arc(p[0], p[1], 0.008, 0.008, n=12), 40)
     bx = _u(rng, 0.05, 0.08)
     by = t / 2 + _u(rng, 0.015, 0.03)
-    frame = _pts((-bx, 1.0 - t / 2 - by), (bx, 1.0 - t / 2 - by), (bx, 1.0 - t / 2 + by), (-bx, 1.0 - t / 2 + by))
+    frame = _pts(
+        (-bx, 1.0 - t / 2 - by), (bx, 1.0 - t / 2 - by), (bx, 1.0 - t / 2 + by), (-bx, 1.0 - t / 2 + by)
+    )
     sh.hardware(np.vstack([frame, frame[:1]]), stroke=_u(rng, 0.014, 0.022))
     sh.hardware(_pts((0.0, 1.0 - t / 2), (-bx, 1.0 - t / 2)), stroke=0.008)
     sh.fold(_arc(0.0, 0.5, a, b, 0.2, 1.2, 10), 0.03, 1)
@@ -537,12 +597,24 @@ def _cap(rng) -> _Shape:
     lower = _cbez(tip, tip + (-0.04, 0.07), low + (0.1, 0.0), low, 10)
     brim = _chain(upper, lower, _qbez(low, (0.0, low[1] - 0.01), (-0.2, yb + 0.08), 8))
     sh.fill(brim)
-    sh.shade(_chain(lower, _qbez(low, (0.0, low[1] - 0.01), (-0.2, yb + 0.08), 8),
-                    _cbez((-0.2, yb + 0.08), (0.2, yb + 0.1), low + (0.15, -0.06), tip, 12)), 82)
-    sh.seam(_cbez((0.0, yb + 0.08), (0.3, yb + 0.05), tip + (-0.15, -0.04), tip + (-0.03, 0.0), 12), 0.003, 104)
+    sh.shade(
+        _chain(
+            lower,
+            _qbez(low, (0.0, low[1] - 0.01), (-0.2, yb + 0.08), 8),
+            _cbez((-0.2, yb + 0.08), (0.2, yb + 0.1), low + (0.15, -0.06), tip, 12),
+        ),
+        82,
+    )
+    sh.seam(
+        _cbez((0.0, yb + 0.08), (0.3, yb + 0.05), tip + (-0.15, -0.04), tip + (-0.03, 0.0), 12), 0.003, 104
+    )
     sh.fill(crown)
     for xb in (-0.7, -0.25, 0.3, 0.78):
-        sh.seam(_qbez((0.04, top + 0.015), (a * xb * 1.05, top + hc * 0.25), (a * xb, yb + 0.06 * (1 - xb * xb))), 0.004, 100)
+        sh.seam(
+            _qbez((0.04, top + 0.015), (a * xb * 1.05, top + hc * 0.25), (a * xb, yb + 0.06 * (1 - xb * xb))),
+            0.004,
+            100,
+        )
     button = _arc(0.04, top + 0.005, 0.035, 0.022, n=20)
     sh.fill(button)
     sh.shade(button, 112)
@@ -550,8 +622,15 @@ def _cap(rng) -> _Shape:
         sh.shade(_arc(a * xe, top + hc * 0.35, 0.012, 0.01, n=12), 60)
     if rng.random() < 0.5:  # embroidered patch / logo on the front panels
         px = a * 0.05
-        sh.shade(_pts((px - 0.12, yb - hc * 0.55), (px + 0.12, yb - hc * 0.55), (px + 0.12, yb - hc * 0.3),
-                      (px - 0.12, yb - hc * 0.3)), int(rng.choice([70, 180])))
+        sh.shade(
+            _pts(
+                (px - 0.12, yb - hc * 0.55),
+                (px + 0.12, yb - hc * 0.55),
+                (px + 0.12, yb - hc * 0.3),
+                (px - 0.12, yb - hc * 0.3),
+            ),
+            int(rng.choice([70, 180])),
+        )
     sh.seam(bottom, 0.02, 110)
     sh.fold(_pts((-a * 0.6, yb - hc * 0.5), (-a * 0.3, yb - 0.02)), 0.05, -1)
     sh.fold(_pts((a * 0.5, yb - hc * 0.7), (a * 0.7, yb - 0.05)), 0.04, 1)
@@ -590,7 +669,7 @@ def _pick_size(rng, min_side: int, max_side: int) -> tuple[int, int]:
     return short_side, long_side  # width, height: portrait or square
 
 
-def _colour(rng, style: str, category: str, fabric: str) -> np.ndarray:
+def _colour(rng, style: str, fabric: str) -> np.ndarray:
     if style == "white_on_white":
         return np.full(3, _u(rng, 228, 250), np.float32) + rng.uniform(-3, 3, 3).astype(np.float32)
     if style == "black_on_black":
@@ -603,7 +682,9 @@ def _colour(rng, style: str, category: str, fabric: str) -> np.ndarray:
         h, s, v = _u(rng, 0, 1), _u(rng, 0.2, 0.7), _u(rng, 0.3, 0.85)
         i, f = int(h * 6) % 6, h * 6 - int(h * 6)
         p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-        base = np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], np.float32) * 255
+        base = (
+            np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], np.float32) * 255
+        )
     else:
         base = _PALETTE[int(rng.integers(len(_PALETTE)))]
     return np.clip(base * _u(rng, 0.9, 1.1) + rng.uniform(-8, 8, 3), 8, 245).astype(np.float32)
@@ -646,7 +727,9 @@ class _Frame:
         return pts @ self.m.T + self.origin
 
 
-def _draw_layer(ops: list[_Op], layer: str, frame: _Frame, size, ss: int, offset, base: int) -> Image.Image | None:
+def _draw_layer(
+    ops: list[_Op], layer: str, frame: _Frame, size, ss: int, offset, base: int
+) -> Image.Image | None:
     chosen = [o for o in ops if o.layer == layer]
     if not chosen:
         return None
@@ -730,8 +813,8 @@ def _streaky_noise(rng, shape) -> np.ndarray:
     return _resize_f(small, (w, h)) * np.float32(1.6)
 
 
-def _fabric_texture(rng, fabric: str, shape, angle: float) -> np.ndarray | None:
-    """Fine multiplicative texture of the cloth, (h, w) float32 around 1, or None."""
+def _fabric_texture(rng, fabric: str, shape) -> np.ndarray | None:
+    """Fine multiplicative texture of the cloth, float32 around 1 broadcastable to (h, w), or None."""
     h, w = shape
     if fabric == "heather":  # flecked yarn: grain stretched along the rows
         return 1.0 + _streaky_noise(rng, shape) * np.float32(_u(rng, 0.01, 0.025))
@@ -740,10 +823,9 @@ def _fabric_texture(rng, fabric: str, shape, angle: float) -> np.ndarray | None:
         xs = np.arange(w, dtype=np.float32)[None, :]
         twill = np.sin((xs + ys) * np.float32(2 * math.pi / _u(rng, 3.0, 5.0)))
         return 1.0 + np.float32(0.035) * twill + _streaky_noise(rng, shape) * np.float32(0.02)
-    if fabric == "knit":
-        ys = np.arange(h, dtype=np.float32)[:, None]
+    if fabric == "knit":  # vertical ribs, (1, w) broadcasts over the rows
         xs = np.arange(w, dtype=np.float32)[None, :]
-        return 1.0 + np.float32(0.04) * np.sin(xs * np.float32(2 * math.pi / _u(rng, 3.0, 6.0))) + 0 * ys
+        return 1.0 + np.float32(0.04) * np.sin(xs * np.float32(2 * math.pi / _u(rng, 3.0, 6.0)))
     return None
 
 
@@ -764,7 +846,13 @@ def render_item(
     width, height = _pick_size(rng, min_side, max_side)
     category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
     r = rng.random()
-    style = "white_on_white" if r < white_share else "black_on_black" if r < white_share + black_share else "normal"
+    style = (
+        "white_on_white"
+        if r < white_share
+        else "black_on_black"
+        if r < white_share + black_share
+        else "normal"
+    )
     shape = _BUILDERS[category](rng)
 
     # ---- framing: fit the product's local bounding box into the photo
@@ -808,7 +896,9 @@ def render_item(
     light = np.ones((lh_, lw_), np.float32)
     if rng.random() < 0.3:  # a table edge / floor horizon behind the product
         hy = (py + ph * _u(rng, 0.5, 0.8)) / height
-        light *= 1.0 - np.float32(_u(rng, 0.02, 0.06)) / (1.0 + np.exp(-(yy - hy) * np.float32(_u(rng, 30, 120))))
+        light *= 1.0 - np.float32(_u(rng, 0.02, 0.06)) / (
+            1.0 + np.exp(-(yy - hy) * np.float32(_u(rng, 30, 120)))
+        )
     vig = _u(rng, 0.04, 0.18)
     cxv, cyv = _u(rng, 0.4, 0.6), _u(rng, 0.35, 0.55)
     light *= 1.0 - np.float32(vig) * (((xx - cxv) ** 2 + (yy - cyv) ** 2) / 0.5) ** np.float32(1.2)
@@ -828,7 +918,7 @@ def render_item(
     bg_small = np.clip(bg_small + 0.5, 0, 255).astype(np.uint8)
 
     # ---- product appearance on the crop
-    colour = _colour(rng, style, category, shape.fabric)
+    colour = _colour(rng, style, shape.fabric)
     albedo = _print_pattern(rng, colour, style, (ch, cw), angle, scale, shape.printable)
     lq = 4
     sw_, sh_ = max(2, cw // lq), max(2, ch // lq)
@@ -845,7 +935,9 @@ def render_item(
         d = xy[-1] - xy[0]
         perp = np.array([-d[1], d[0]]) / max(1e-6, float(np.hypot(*d))) * wpx * 0.9
         fdraw.line([tuple(p) for p in xy.tolist()], fill=int(128 + sign * 70), width=int(wpx), joint="curve")
-        fdraw.line([tuple(p) for p in (xy + perp).tolist()], fill=int(128 - sign * 40), width=int(wpx), joint="curve")
+        fdraw.line(
+            [tuple(p) for p in (xy + perp).tolist()], fill=int(128 - sign * 40), width=int(wpx), joint="curve"
+        )
     fold_img = fold_img.filter(ImageFilter.GaussianBlur(max(1.0, 0.015 * scale / lq)))
     shading += (np.asarray(fold_img, np.float32) - 128.0) * np.float32(_u(rng, 0.1, 0.25) / 128)
     edge = alpha_img.resize((sw_, sh_), Image.Resampling.BILINEAR).filter(
@@ -855,7 +947,7 @@ def render_item(
     shading *= 1.0 - np.float32(_u(rng, 0.15, 0.4)) * np.clip(1.0 - edge_f, 0.0, 1.0) ** 2 * 1.5
     shading = _resize_f(shading, (cw, ch))
     detail = np.asarray(detail_img, np.float32) * np.float32(1 / 128) if detail_img is not None else 1.0
-    texture = _fabric_texture(rng, shape.fabric, (ch, cw), angle)
+    texture = _fabric_texture(rng, shape.fabric, (ch, cw))
     lum = shading * detail if texture is None else shading * detail * texture
     sheen = np.float32(_u(rng, 20, 50) if float(colour.mean()) < 70 else _u(rng, 0, 12))
     prod = lum[..., None] * (albedo + sheen)
@@ -906,7 +998,12 @@ def synthesize(
     items: list[SynthItem] = []
     for index in tqdm(range(n), desc="synth", unit="img", disable=not progress):
         photo, mask, item = render_item(
-            seed, index, min_side=min_side, max_side=max_side, white_share=white_share, black_share=black_share
+            seed,
+            index,
+            min_side=min_side,
+            max_side=max_side,
+            white_share=white_share,
+            black_share=black_share,
         )
         with atomic_path(out_dir / "images" / f"{item.stem}.jpg") as tmp:
             photo.save(tmp, format="JPEG", quality=JPEG_QUALITY)

@@ -1,0 +1,122 @@
+"""The real training DAG, end to end on tiny data: `airflow dags test` → DVC stages → MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import BIN, run
+
+pytestmark = pytest.mark.slow
+STAGES = ["ingest", "validate", "prepare", "cluster", "train", "evaluate", "register"]
+
+
+def test_dag_run_succeeds_and_every_stage_is_locked(pipeline_run):
+    proc, project = pipeline_run["dag_test"], pipeline_run["project"]
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "state=success" in log and "DagRun Finished" in log, log[-4000:]
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(STAGES)
+    metrics = json.loads((project / "metrics/eval.json").read_text())
+    assert 0.0 <= metrics["iou_mean"] <= 1.0 and metrics["n"] > 0
+    assert any(k.startswith("iou_cluster_") for k in metrics)
+
+
+def test_nothing_to_reproduce_after_the_run(pipeline_run):
+    project = pipeline_run["project"]
+    status = run([str(BIN / "dvc"), "status"], project)
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    repro = run([str(BIN / "dvc"), "repro"], project)
+    assert "didn't change, skipping" in repro.stdout + repro.stderr
+    assert "Running stage" not in repro.stdout + repro.stderr
+
+
+def test_data_and_model_pushed_to_the_dvc_remote(pipeline_run):
+    project = pipeline_run["project"]
+    storage = project / ".dvc-storage"
+    assert storage.is_dir() and any(storage.rglob("*")), "dvc push left the remote empty"
+    status = run([str(BIN / "dvc"), "status", "--cloud"], project)
+    assert "Cache and remote 'local' are in sync" in status.stdout, status.stdout
+
+
+def test_mlflow_run_has_lineage_metrics_and_pictures(project_cwd):
+    import mlflow
+
+    from backdrop import tracking
+    from backdrop.config import load_params
+
+    params = load_params(project_cwd / "params.yaml")
+    tracking.setup(params)
+    reg = json.loads((project_cwd / "metrics/register.json").read_text())
+    run_ = mlflow.get_run(reg["run_id"])
+    assert {"train_loss", "val_iou_mean", "test_iou_mean", "lr", "images_per_s"} <= set(run_.data.metrics)
+    assert run_.data.params["train.model"] == "u2netp"
+    assert len(run_.data.tags["git_commit"]) in (7, 40) or run_.data.tags["git_commit"] == "unknown"
+    assert any(k.startswith("dvc.prepare.") for k in run_.data.tags), run_.data.tags
+    client = mlflow.MlflowClient()
+    history = client.get_metric_history(run_.info.run_id, "train_loss")
+    assert [m.step for m in history] == [1]
+    artifacts = {a.path for a in client.list_artifacts(run_.info.run_id, "evaluation")}
+    assert "evaluation/cluster_iou.png" in artifacts and "evaluation/worst.png" in artifacts
+
+
+def test_champion_round_trip_through_the_registry(project_cwd):
+    """Register → load `models:/backdrop-u2net@champion` → predict, in a fresh process."""
+    code = (
+        "import mlflow, torch; from backdrop import tracking; from backdrop.config import load_params;"
+        "p = load_params(); tracking.setup(p);"
+        "m = mlflow.pytorch.load_model('models:/backdrop-u2net@champion');"
+        "y = m(torch.rand(2, 3, m.size, m.size));"
+        "print(tuple(y.shape), float(y.min()) >= 0.0, float(y.max()) <= 1.0)"
+    )
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", code], cwd=project_cwd, capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "(2, 1, 64, 64) True True"
+
+
+def test_remove_writes_rgba_cutouts_at_original_size(project_cwd, tmp_path):
+    from PIL import Image
+
+    images = sorted((project_cwd / "data/drop/images").glob("*.jpg"))[:2]
+    out = tmp_path / "cutouts"
+    run([str(BIN / "backdrop"), "remove", *map(str, images), "--out", str(out)], project_cwd)
+    for image in images:
+        cut = Image.open(out / f"{image.stem}.png")
+        assert cut.mode == "RGBA"
+        assert cut.size == Image.open(image).size
+    run([str(BIN / "backdrop"), "remove", str(images[0]), "--out", str(out), "--format", "mask"],
+        project_cwd)
+    assert Image.open(out / f"{images[0].stem}.png").mode == "L"
+
+
+def test_gate_keeps_the_champion_against_a_worse_challenger(project_cwd):
+    """A challenger whose test IoU is lower must be registered but not promoted."""
+    import mlflow
+
+    from backdrop import tracking
+    from backdrop.config import load_params
+    from backdrop.stages.register import register
+
+    params = load_params(project_cwd / "params.yaml")
+    tracking.setup(params)
+    client = mlflow.MlflowClient()
+    before = client.get_model_version_by_alias("backdrop-u2net", "champion").version
+    eval_path = project_cwd / "metrics/eval.json"
+    original = eval_path.read_text()
+    worse = json.loads(original)
+    worse["iou_mean"] -= 0.2
+    try:
+        eval_path.write_text(json.dumps(worse))
+        result = register(params)
+    finally:
+        eval_path.write_text(original)
+    assert result.promoted is False and "does not beat" in result.reason
+    assert client.get_model_version_by_alias("backdrop-u2net", "champion").version == before
+    assert client.get_model_version("backdrop-u2net", result.version).tags["gate"] == result.reason
