@@ -53,7 +53,7 @@ SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["pur
 # Defaults for every Python in this venv (so `.venv/bin/airflow` finds the project without
 # sourcing anything); each is only a default: exported variables still win.
 cat > "$SITE/backdrop_airflow_defaults.pth" <<PTH
-import os; [os.environ.setdefault(k, v) for k, v in (("AIRFLOW_HOME", "$ROOT/.airflow"), ("AIRFLOW__CORE__DAGS_FOLDER", "$ROOT/dags"), ("AIRFLOW__CORE__LOAD_EXAMPLES", "False"), ("AIRFLOW__CORE__EXECUTOR", "LocalExecutor"), ("AIRFLOW__CORE__PARALLELISM", "4"), ("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "4"), ("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "30"), ("AIRFLOW__API__PORT", "8080"))]
+import os; [os.environ.setdefault(k, v) for k, v in (("AIRFLOW_HOME", "$ROOT/.airflow"), ("AIRFLOW__CORE__DAGS_FOLDER", "$ROOT/dags"), ("AIRFLOW__CORE__LOAD_EXAMPLES", "False"), ("AIRFLOW__CORE__EXECUTOR", "LocalExecutor"), ("AIRFLOW__CORE__PARALLELISM", "4"), ("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "4"), ("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", "False"), ("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", "30"), ("AIRFLOW__API__PORT", "8080"))]
 PTH
 if [ ! -f .airflow/airflow.db ]; then
   "$VENV/bin/airflow" db migrate >/dev/null
@@ -61,4 +61,6 @@ if [ ! -f .airflow/airflow.db ]; then
 else
   echo "metadata DB present"
 fi
+# Parse the DAGs into the metadata DB now, so `airflow dags list` shows them before a scheduler ran.
+"$VENV/bin/airflow" dags reserialize >/dev/null 2>&1 || echo "WARNING: airflow dags reserialize failed"
 step "install done"

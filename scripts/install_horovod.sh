@@ -30,7 +30,7 @@ set -euo pipefail
 HVD_VERSION=0.28.1
 # Horovod's runtime requirements (setup.py require_list; cffi because the PyTorch extension is
 # built). Only installed if missing, so they never move what the project's resolver chose.
-# The pins equal what the project venv resolves to (checked with torch 2.13.0 / airflow 3.3.2).
+# The pins are the exact versions the project venv resolved to (with torch 2.13.0+cpu).
 RUNTIME_PINS=(
     "cloudpickle==3.1.3"
     "psutil==7.2.2"

@@ -46,6 +46,7 @@ class IngestParams(_Section):
     raw_dir: Path = Path("data/raw")
     vendor: str = "unknown"
     license: str = "unknown"
+    max_unpacked_bytes: int = Field(20_000_000_000, ge=1)  # zip drops: refuse archives that unpack to more
 
 
 class ValidateParams(_Section):
@@ -55,6 +56,7 @@ class ValidateParams(_Section):
     min_coverage: float = Field(0.02, ge=0, le=1)
     max_coverage: float = Field(0.95, ge=0, le=1)
     max_gray_share: float = Field(0.05, ge=0, le=1)
+    near_dup_distance: int = Field(30, ge=0, le=255)  # perceptual-hash bits (of 255) for a near duplicate
     max_bad_share: float = Field(0.2, ge=0, le=1)
     out_dir: Path = Path("data/validated")
     quarantine_dir: Path = Path("data/quarantine")

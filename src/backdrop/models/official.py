@@ -204,9 +204,7 @@ def convert_onnx_state_dict(path: Path | str, model: U2Net) -> dict[str, torch.T
     onnx_convs = [n for n in graph.node if n.op_type == "Conv"]
     torch_convs = _conv_call_order(model)
     if len(onnx_convs) != len(torch_convs):
-        raise RuntimeError(
-            f"{path}: {len(onnx_convs)} Conv nodes vs {len(torch_convs)} convs in the model"
-        )
+        raise RuntimeError(f"{path}: {len(onnx_convs)} Conv nodes vs {len(torch_convs)} convs in the model")
     modules = dict(model.named_modules())
     state: dict[str, torch.Tensor] = {}
     for node, mname in zip(onnx_convs, torch_convs, strict=True):
@@ -239,9 +237,7 @@ def convert_onnx_state_dict(path: Path | str, model: U2Net) -> dict[str, torch.T
                 raise RuntimeError(f"{node.name}: named initializer {iname!r} mapped to {key!r}")
             value = torch.from_numpy(consts[iname].copy()).to(torch.float32)
             if value.shape != ours.shape:
-                raise RuntimeError(
-                    f"{node.name} -> {key}: shape {tuple(value.shape)} != {tuple(ours.shape)}"
-                )
+                raise RuntimeError(f"{node.name} -> {key}: shape {tuple(value.shape)} != {tuple(ours.shape)}")
             state[key] = value
 
     for mname, bn in modules.items():

@@ -1,127 +1,388 @@
-"""ingest: a vendor drop folder → content-addressed raw store + manifest.
+"""ingest: a vendor drop (folder or .zip) → content-addressed raw store + manifests.
 
-Pairs photos with masks by stem (`images/` + `masks/` trees or `_mask`/`-alpha` suffixes),
-copies both files into `data/raw` under their sha256 and appends a manifest row per new pair.
-Idempotent: a pair already stored (same bytes) is not added again; a changed file is a new version.
-Unpaired files are listed in the manifest's orphan report, never silently ignored.
+Photos are paired with masks by name: `images/` + `masks/` trees (any nesting), or mask suffixes
+(`a.jpg` + `a_mask.png`, `a-alpha.png`, `a.matte.png`...). Each pair's files are copied into
+`data/raw/images|masks/<sha256>.<ext>` and one manifest row records both hashes, sizes, the source
+drop, the receive time, vendor and license.
+
+Nothing is silently dropped: a file without a partner, an ambiguous name or a non-image file is
+copied to `data/raw/unpaired/<sha256>.<ext>` with a row in `unpaired.csv`, and `validate`
+quarantines it. Only OS clutter (dot-files, `__MACOSX/`, `Thumbs.db`) and symbolic links are skipped,
+and those are listed in `orphans.json` and logged.
+
+Idempotent: files are known by content, so the same drop twice adds nothing. A pair whose name was
+seen before but whose bytes changed is stored as a new version and supersedes the old row
+(`version`, `superseded_by`). A photo that arrives without its mask waits in `unpaired/` and is
+paired when the mask arrives in a later drop (and vice versa).
+
+Zip drops are read member by member straight from the archive: member names are never used as
+file-system paths (no path traversal), members named like `../x` or symbolic links are kept but
+flagged unsafe, and an archive claiming more than `ingest.max_unpacked_bytes` is refused.
+Files are streamed (hash, then copy + verify), so memory stays flat whatever the drop's size.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import shutil
-from dataclasses import dataclass
+import os
+import re
+import stat
+import zipfile
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from functools import partial
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from backdrop.config import IngestParams, resolve
-from backdrop.io import IMAGE_SUFFIXES, read_csv, sha256_file, write_csv, write_json
+from backdrop.io import IMAGE_SUFFIXES, atomic_path, read_csv, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
-MASK_SUFFIXES = ("_mask", "-mask", ".mask", "_alpha", "-alpha", "_matte")
+MASK_SUFFIXES = ("_mask", "-mask", ".mask", " mask", "_alpha", "-alpha", ".alpha",
+                 "_matte", "-matte", ".matte")
+MASK_DIRS = {"masks", "mask", "alpha", "alphas", "mattes", "matte"}
+IMAGE_DIRS = {"images", "image", "photos", "photo", "img", "imgs"}
+SYSTEM_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}
+CHUNK = 1 << 20
+
 MANIFEST_FIELDS = [
     "pair_id", "stem", "image_path", "mask_path", "image_sha256", "mask_sha256",
     "image_bytes", "mask_bytes", "source_drop", "source_image", "source_mask",
-    "received_at", "vendor", "license",
+    "received_at", "vendor", "license", "version", "superseded_by",
+]
+UNPAIRED_FIELDS = [
+    "file_id", "path", "sha256", "bytes", "role", "key", "note", "unsafe", "source_drop",
+    "source_path", "received_at", "vendor", "license", "resolved_by",
 ]
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    added: int
-    already_present: int
-    orphans: list[str]
+    added: int                 # new pairs (or new versions of known pairs)
+    already_present: int       # pairs of this drop already in the store (same bytes)
+    orphans: list[str]         # files of this drop that are not in a pair (kept in raw/unpaired/)
     manifest: Path
+    unpaired_added: int = 0    # of `orphans`, how many were new to the store
+    skipped: list[str] = field(default_factory=list)  # OS clutter and symlinks, listed, not stored
 
 
-def _is_mask(path: Path) -> bool:
-    stem = path.stem.lower()
-    in_masks_dir = any(part.lower() in {"masks", "mask", "alpha", "mattes"} for part in path.parent.parts)
-    return in_masks_dir or stem.endswith(MASK_SUFFIXES)
+@dataclass(frozen=True)
+class Entry:
+    """One file of a drop: where it sits in the drop and how to read it (folder or zip member)."""
+
+    rel: str                         # POSIX path inside the drop, as recorded in the manifests
+    size: int
+    open: Callable[[], BinaryIO]
+    unsafe: str = ""                 # why the entry cannot be trusted as a normal file ("" = fine)
+
+    @property
+    def suffix(self) -> str:
+        return PurePosixPath(self.rel).suffix.lower()
 
 
-def _pair_key(path: Path, drop: Path) -> str:
-    """Stem without mask suffix, plus the sub-folder below images/ or masks/, so nested drops pair up."""
-    stem = path.stem
-    for suffix in MASK_SUFFIXES:
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    rel_parent = [p for p in path.relative_to(drop).parent.parts
-                  if p.lower() not in {"images", "image", "photos", "masks", "mask", "alpha", "mattes"}]
-    return "/".join([*rel_parent, stem])
+@dataclass
+class _Lone:
+    entry: Entry
+    role: str                        # image | mask | other
+    key: str
+    note: str
 
 
-def pair_files(drop: Path) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
-    """Pairs (key, image, mask) found in a drop and the files that have no partner."""
-    images: dict[str, list[Path]] = {}
-    masks: dict[str, list[Path]] = {}
-    other: list[Path] = []
-    for path in sorted(p for p in drop.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            if path.suffix.lower() not in {".csv", ".json", ".txt", ".md"}:
-                other.append(path)
+# ---------------------------------------------------------------------------------------------- listing
+
+def _is_system(name: str) -> bool:
+    return name.startswith(".") or name.lower() in SYSTEM_NAMES
+
+
+def _folder_entries(drop: Path, stack: ExitStack, budget: list[int],
+                    skipped: list[str]) -> list[Entry]:
+    entries: list[Entry] = []
+    for dirpath, dirnames, filenames in os.walk(drop):  # never follows symlinked folders
+        here = Path(dirpath)
+        rel_dir = PurePosixPath(here.relative_to(drop).as_posix())
+        keep = []
+        for name in sorted(dirnames):
+            rel = str(rel_dir / name)
+            if _is_system(name):
+                skipped.append(f"{rel}/ (system folder)")
+            elif (here / name).is_symlink():
+                skipped.append(f"{rel}/ (symbolic link, not followed)")
+            else:
+                keep.append(name)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            full, rel = here / name, str(rel_dir / name)
+            if _is_system(name):
+                skipped.append(f"{rel} (system file)")
+            elif full.is_symlink():
+                skipped.append(f"{rel} (symbolic link, not followed)")
+            elif not full.is_file():
+                skipped.append(f"{rel} (not a regular file)")
+            elif name.lower().endswith(".zip") and zipfile.is_zipfile(full):
+                archive = stack.enter_context(zipfile.ZipFile(full))
+                entries.extend(_zip_entries(archive, rel, rel[: -len(".zip")], budget, skipped))
+            else:
+                entries.append(Entry(rel, full.stat().st_size, partial(open, full, "rb")))
+    return entries
+
+
+def _zip_entries(archive: zipfile.ZipFile, label: str, prefix: str, budget: list[int],
+                 skipped: list[str]) -> list[Entry]:
+    """Members of a zip as entries read straight from the archive (never extracted by name)."""
+    members = []
+    for info in archive.infolist():
+        if info.is_dir():
             continue
-        (masks if _is_mask(path) else images).setdefault(_pair_key(path, drop), []).append(path)
-    pairs, orphans = [], list(other)
-    for key in sorted(images.keys() | masks.keys()):
-        imgs, msks = images.get(key, []), masks.get(key, [])
-        if len(imgs) == 1 and len(msks) == 1:
-            pairs.append((key, imgs[0], msks[0]))
+        name = info.filename.replace("\\", "/")
+        if any(_is_system(part) for part in name.split("/") if part):
+            skipped.append(f"{label}:{info.filename} (system file)")
+            continue
+        if info.flag_bits & 0x1:
+            raise ValueError(f"{label}: member {info.filename!r} is encrypted; decrypt the drop first")
+        budget[0] -= info.file_size
+        if budget[0] < 0:
+            raise ValueError(f"{label}: unpacks to more than ingest.max_unpacked_bytes "
+                             "(zip bomb?); split the drop or raise the limit")
+        members.append((info, name))
+    # One folder wrapping everything ("drop-2024-05/images/...") is packaging, not part of the names.
+    tops = {name.split("/", 1)[0] for _, name in members}
+    wrapped = len(tops) == 1 and all("/" in name for _, name in members)
+    entries = []
+    for index, (info, name) in enumerate(members):
+        parts = name.split("/")
+        unsafe = ""
+        if name.startswith("/") or re.match(r"[A-Za-z]:", name) or ".." in parts:
+            unsafe = f"unsafe member name {info.filename!r} in {label} (absolute or path traversal)"
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            unsafe = f"symbolic link {info.filename!r} in {label}"
+        clean = [p for p in parts if p not in ("", ".", "..") and not re.fullmatch(r"[A-Za-z]:", p)]
+        if wrapped and not unsafe and len(clean) > 1:
+            clean = clean[1:]
+        rel = "/".join(p for p in (prefix, *clean) if p) or f"{label}-member-{index}"
+        entries.append(Entry(rel, info.file_size, partial(archive.open, info), unsafe))
+    return entries
+
+
+def list_drop(drop: Path, stack: ExitStack, max_unpacked_bytes: int) -> tuple[list[Entry], list[str]]:
+    """Every file of a drop folder or .zip (zips inside a folder are read as sub-folders)."""
+    skipped: list[str] = []
+    budget = [max_unpacked_bytes]
+    if drop.is_dir():
+        entries = _folder_entries(drop, stack, budget, skipped)
+    elif drop.is_file() and zipfile.is_zipfile(drop):
+        entries = _zip_entries(stack.enter_context(zipfile.ZipFile(drop)), drop.name, "", budget, skipped)
+    elif drop.exists():
+        raise ValueError(f"{drop}: a drop is a folder or a .zip archive")
+    else:
+        raise FileNotFoundError(f"{drop}: drop folder not found (make one with `backdrop data synth`)")
+    return entries, skipped
+
+
+# ---------------------------------------------------------------------------------------------- pairing
+
+def role_and_key(rel: str) -> tuple[str, str]:
+    """("image" | "mask", pairing key): the stem without mask suffix plus sub-folders that are not
+    images/ or masks/, so `shoes/images/a.jpg` and `shoes/masks/a_mask.png` share the key `shoes/a`."""
+    path = PurePosixPath(rel)
+    dirs = path.parent.parts
+    stem = path.stem
+    is_mask = any(d.lower() in MASK_DIRS for d in dirs)
+    for suffix in MASK_SUFFIXES:
+        if stem.lower().endswith(suffix) and len(stem) > len(suffix):
+            stem, is_mask = stem[: -len(suffix)], True
+            break
+    folders = [d for d in dirs if d.lower() not in MASK_DIRS | IMAGE_DIRS]
+    return ("mask" if is_mask else "image"), "/".join([*folders, stem])
+
+
+def pair_entries(entries: list[Entry]) -> tuple[list[tuple[str, Entry, Entry]], list[_Lone]]:
+    """Pairs (key, photo, mask) and the entries left alone, each with the reason why."""
+    groups: dict[str, dict[str, list[tuple[str, Entry]]]] = {}
+    lone: list[_Lone] = []
+    for entry in entries:
+        role, key = role_and_key(entry.rel)
+        if entry.unsafe:
+            lone.append(_Lone(entry, role, key, entry.unsafe))
+        elif entry.suffix not in IMAGE_SUFFIXES:
+            lone.append(_Lone(entry, "other", key, f"not an image file type ({entry.suffix or 'no suffix'})"))
         else:
-            orphans.extend(imgs + msks)
-    return pairs, orphans
+            groups.setdefault(key.casefold(), {"image": [], "mask": []})[role].append((key, entry))
+    pairs = []
+    for group in groups.values():
+        images, masks = group["image"], group["mask"]
+        if len(images) == 1 and len(masks) == 1:
+            pairs.append((images[0][0], images[0][1], masks[0][1]))
+            continue
+        if not masks:
+            note = "no mask for this photo"
+        elif not images:
+            note = "no photo for this mask"
+        else:
+            note = f"ambiguous: {len(images)} photo(s) and {len(masks)} mask(s) share this name"
+        lone.extend(_Lone(e, role, key, note)
+                    for role, items in (("image", images), ("mask", masks)) for key, e in items)
+    pairs.sort(key=lambda p: p[1].rel)
+    lone.sort(key=lambda item: item.entry.rel)
+    return pairs, lone
+
+
+# ---------------------------------------------------------------------------------------------- storing
+
+def _sha256(entry: Entry) -> str:
+    digest = hashlib.sha256()
+    with entry.open() as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _store(entry: Entry, dest: Path, sha: str) -> None:
+    """Copy into the content-addressed store, verifying the bytes are still those hashed."""
+    if dest.exists() and dest.stat().st_size == entry.size:
+        return
+    digest = hashlib.sha256()
+    with atomic_path(dest) as tmp:
+        with entry.open() as src, open(tmp, "wb") as out:
+            while block := src.read(CHUNK):
+                digest.update(block)
+                out.write(block)
+        if digest.hexdigest() != sha:
+            raise RuntimeError(f"{entry.rel}: file changed while it was being ingested; ingest again")
+
+
+def _safe_suffix(entry: Entry) -> str:
+    suffix = entry.suffix
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,10}", suffix) else ".bin"
+
+
+def _pair_id(image_sha: str, mask_sha: str) -> str:
+    return hashlib.sha256(f"{image_sha}:{mask_sha}".encode()).hexdigest()[:16]
+
+
+def _stored_entry(raw: Path, row: dict[str, str]) -> Entry:
+    path = raw / row["path"]
+    return Entry(f"{row['source_drop']}:{row['source_path']}", int(row["bytes"]),
+                 partial(open, path, "rb"))
 
 
 def ingest(params: IngestParams, drop_dir: Path | None = None) -> IngestResult:
-    """Copy every new pair of the drop into the raw store and record it in the manifest."""
+    """Copy every new pair (and every file that is not in a pair) of a drop into the raw store."""
     from tqdm import tqdm
 
     drop = resolve(drop_dir or params.drop_dir)
-    if not drop.is_dir():
-        raise FileNotFoundError(f"{drop}: drop folder not found (make one with `backdrop data synth`)")
     raw = resolve(params.raw_dir)
-    manifest_path = raw / "manifest.csv"
+    manifest_path, unpaired_path = raw / "manifest.csv", raw / "unpaired.csv"
     rows = read_csv(manifest_path)
-    known = {(r["image_sha256"], r["mask_sha256"]) for r in rows}
-    pairs, orphans = pair_files(drop)
+    loose = read_csv(unpaired_path)
     received_at = datetime.now(UTC).isoformat(timespec="seconds")
-    added = present = 0
-    for key, image, mask in tqdm(pairs, desc="ingest", unit="pair", disable=None):
-        image_sha, mask_sha = sha256_file(image), sha256_file(mask)
-        if (image_sha, mask_sha) in known:
-            present += 1
-            continue
-        image_dest = raw / "images" / f"{image_sha}{image.suffix.lower()}"
-        mask_dest = raw / "masks" / f"{mask_sha}{mask.suffix.lower()}"
-        for src, dest in ((image, image_dest), (mask, mask_dest)):
-            if not dest.exists():
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest)
+    known_pairs = {(r["image_sha256"], r["mask_sha256"]) for r in rows}
+    paired_shas = {sha for r in rows for sha in (r["image_sha256"], r["mask_sha256"])}
+    known_loose = {r["sha256"] for r in loose}
+
+    def identity(vendor: str, key: str) -> tuple[str, str]:
+        return vendor, key.casefold()
+
+    def add_pair(key: str, image: Entry, mask: Entry, image_sha: str, mask_sha: str,
+                 source_image: str, source_mask: str) -> str:
+        image_dest = raw / "images" / f"{image_sha}{image.suffix}"
+        mask_dest = raw / "masks" / f"{mask_sha}{mask.suffix}"
+        _store(image, image_dest, image_sha)
+        _store(mask, mask_dest, mask_sha)
+        pair_id = _pair_id(image_sha, mask_sha)
+        older = [r for r in rows if identity(r["vendor"], r["stem"]) == identity(params.vendor, key)]
+        for r in older:
+            if not r.get("superseded_by"):
+                r["superseded_by"] = pair_id
         rows.append({
-            "pair_id": f"{image_sha[:12]}{mask_sha[:4]}",
-            "stem": key,
-            "image_path": str(image_dest.relative_to(raw)),
-            "mask_path": str(mask_dest.relative_to(raw)),
-            "image_sha256": image_sha,
-            "mask_sha256": mask_sha,
-            "image_bytes": image.stat().st_size,
-            "mask_bytes": mask.stat().st_size,
-            "source_drop": drop.name,
-            "source_image": str(image.relative_to(drop)),
-            "source_mask": str(mask.relative_to(drop)),
-            "received_at": received_at,
-            "vendor": params.vendor,
-            "license": params.license,
+            "pair_id": pair_id, "stem": key,
+            "image_path": image_dest.relative_to(raw).as_posix(),
+            "mask_path": mask_dest.relative_to(raw).as_posix(),
+            "image_sha256": image_sha, "mask_sha256": mask_sha,
+            "image_bytes": image.size, "mask_bytes": mask.size,
+            "source_drop": drop.name, "source_image": source_image, "source_mask": source_mask,
+            "received_at": received_at, "vendor": params.vendor, "license": params.license,
+            "version": 1 + max((int(r.get("version") or 1) for r in older), default=0),
+            "superseded_by": "",
         })
-        known.add((image_sha, mask_sha))
-        added += 1
+        known_pairs.add((image_sha, mask_sha))
+        paired_shas.update((image_sha, mask_sha))
+        return pair_id
+
+    added = present = loose_added = 0
+    with ExitStack() as stack:
+        entries, skipped = list_drop(drop, stack, params.max_unpacked_bytes)
+        pairs, lone = pair_entries(entries)
+        for key, image, mask in tqdm(pairs, desc="ingest", unit="pair", disable=None):
+            image_sha, mask_sha = _sha256(image), _sha256(mask)
+            if (image_sha, mask_sha) in known_pairs:
+                present += 1
+                continue
+            add_pair(key, image, mask, image_sha, mask_sha, image.rel, mask.rel)
+            added += 1
+
+        for item in tqdm(lone, desc="ingest unpaired", unit="file", disable=None):
+            entry = item.entry
+            sha = _sha256(entry)
+            if sha in paired_shas:
+                log.info("%s: no partner in this drop, but its bytes are already stored in a pair", entry.rel)
+                continue
+            partner = _waiting_partner(loose, item, params.vendor)
+            if partner is not None:  # the other half arrived in an earlier drop: pair them now
+                stored = _stored_entry(raw, partner)
+                if item.role == "image":
+                    image, mask, image_sha, mask_sha = entry, stored, sha, partner["sha256"]
+                else:
+                    image, mask, image_sha, mask_sha = stored, entry, partner["sha256"], sha
+                if (image_sha, mask_sha) in known_pairs:
+                    present += 1
+                else:
+                    added += 1
+                    partner["resolved_by"] = add_pair(item.key, image, mask, image_sha, mask_sha,
+                                                      image.rel, mask.rel)
+                continue
+            if sha in known_loose:
+                continue
+            dest = raw / "unpaired" / f"{sha}{_safe_suffix(entry)}"
+            _store(entry, dest, sha)
+            loose.append({
+                "file_id": f"u-{sha[:14]}", "path": dest.relative_to(raw).as_posix(), "sha256": sha,
+                "bytes": entry.size, "role": item.role, "key": item.key, "note": item.note,
+                "unsafe": bool(entry.unsafe), "source_drop": drop.name, "source_path": entry.rel,
+                "received_at": received_at, "vendor": params.vendor, "license": params.license,
+                "resolved_by": "",
+            })
+            known_loose.add(sha)
+            loose_added += 1
+
     write_csv(manifest_path, rows, MANIFEST_FIELDS)
-    orphan_names = [str(p.relative_to(drop)) for p in orphans]
-    write_json(raw / "orphans.json", {"drop": drop.name, "files_without_partner": orphan_names})
+    write_csv(unpaired_path, loose, UNPAIRED_FIELDS)
+    orphan_names = [item.entry.rel for item in lone]
+    write_json(raw / "orphans.json", {
+        "drop": drop.name, "received_at": received_at,
+        "files_without_partner": {item.entry.rel: item.note for item in lone},
+        "skipped": skipped})
     if orphan_names:
-        log.warning("%d file(s) in %s have no partner; listed in %s", len(orphan_names), drop,
-                    raw / "orphans.json")
-    log.info("ingest: %d new pair(s), %d already present, %d total", added, present, len(rows))
-    return IngestResult(added, present, orphan_names, manifest_path)
+        log.warning("%d file(s) of %s are not in a pair; kept in %s and listed in %s (validate "
+                    "quarantines them)", len(orphan_names), drop.name, raw / "unpaired", unpaired_path)
+    if skipped:
+        log.warning("%d system file(s)/link(s) of %s skipped: %s", len(skipped), drop.name,
+                    ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+    log.info("ingest: %d new pair(s), %d already present, %d new unpaired file(s), %d pairs in store",
+             added, present, loose_added, len(rows))
+    return IngestResult(added, present, orphan_names, manifest_path, loose_added, skipped)
+
+
+def _waiting_partner(loose: list[dict[str, str]], item: _Lone, vendor: str) -> dict[str, str] | None:
+    """The stored, still unpaired other half of `item` (same vendor and name), if exactly one waits."""
+    if item.role not in ("image", "mask") or item.entry.unsafe or item.note.startswith("ambiguous"):
+        return None
+    want = "mask" if item.role == "image" else "image"
+    found = [r for r in loose if r["role"] == want and not r.get("resolved_by") and r["vendor"] == vendor
+             and r["key"].casefold() == item.key.casefold() and str(r["unsafe"]) != "True"
+             and not r["note"].startswith("ambiguous")]
+    return found[0] if len(found) == 1 else None
+
