@@ -5,7 +5,7 @@ BIN   := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint mlflow-ui airflow-ui repro clean-demo help
+.PHONY: install demo test test-fast lint bench mlflow-ui airflow-ui repro clean-demo help
 
 help:
 	@echo "make demo       install, synthesize data, run the real Airflow DAG, register a champion, cut out samples"
@@ -24,6 +24,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest tests -m "not slow"
+
+bench: install
+	@mkdir -p bench/results
+	@for b in bench/*_bench.py; do echo "==> $$b"; $(BIN)/python $$b || exit 1; done
+	@ls -l bench/results/
 
 lint:
 	$(BIN)/ruff check src tests dags

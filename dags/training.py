@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pendulum
 import yaml
-from airflow.sdk import dag, task
+from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
 
 PROJECT_DIR = Path(os.environ.get("BACKDROP_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 VENV_BIN = Path(sys.executable).parent  # dvc and backdrop live beside the interpreter running Airflow
@@ -49,7 +49,11 @@ def dvc_push() -> str:
 
 @dag(
     dag_id="backdrop_training",
-    schedule=_cfg.get("schedule", "0 2 * * *"),
+    # nightly cron OR the monitoring DAG's retraining request (an Asset event), whichever comes first
+    schedule=AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(_cfg.get("schedule", "0 2 * * *"), timezone="UTC"),
+        assets=[Asset("backdrop_retrain_request")],
+    ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -16,6 +16,13 @@ app = typer.Typer(help="backdrop: background removal for product photos — pipe
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Datasets: synthesize demo drops.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+# Sub-command groups defined in their own modules register here (one line each):
+app.add_typer(__import__("backdrop.doctor", fromlist=["app"]).app, name="doctor")
+from backdrop.monitoring.cli import corrections_app, monitor_app  # noqa: E402  (typer only)
+
+app.add_typer(corrections_app, name="corrections")
+app.add_typer(monitor_app, name="monitor")
+# -- sub-apps --
 
 ParamsOpt = Annotated[Path | None, typer.Option("--params", help="params.yaml to use (default: ./params.yaml or $BACKDROP_PARAMS)")]
 
@@ -105,12 +112,35 @@ def cluster(params: ParamsOpt = None) -> None:
 
 
 @app.command()
-def train(resume: Annotated[bool, typer.Option(help="continue from the last checkpoint")] = False,
-          params: ParamsOpt = None) -> None:
-    """Train U²-Net(P) with deep supervision; logs to MLflow."""
+def train(
+    resume: Annotated[bool, typer.Option(help="continue from the last checkpoint if it belongs to this "
+                                              "run (same data, params and code), else start fresh")] = False,
+    np: Annotated[int | None, typer.Option("--np", min=1, help="processes (default: train.processes)")] = None,
+    backend: Annotated[str | None, typer.Option(help="horovod | ddp (default: train.backend)")] = None,
+    hosts: Annotated[str | None, typer.Option("--hosts", "-H", help="Horovod hosts, e.g. host1:4,host2:4 "
+                                                                    "(default: localhost:NP)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Train U²-Net(P) with deep supervision; logs to MLflow. `--np N` runs N data-parallel workers."""
+    from backdrop.config import ConfigError, TrainParams
+    from backdrop.distributed import DistributedError
     from backdrop.stages.train import train as run
 
-    r = run(_params(params), resume=resume)
+    p = _params(params)
+    update = {k: v for k, v in {"processes": np, "backend": backend}.items() if v is not None}
+    if update:
+        try:
+            tp = TrainParams.model_validate({**p.train.model_dump(), **update})
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        p = p.model_copy(update={"train": tp})
+    if hosts and p.train.processes == 1:
+        raise typer.BadParameter("--hosts needs --np > 1")
+    try:
+        r = run(p, resume=resume, hosts=hosts)
+    except (DistributedError, ConfigError) as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"train: best val IoU {r.best_val_iou:.4f} after {r.epochs_run} epoch(s); "
                f"{r.model_path}; MLflow run {r.run_id}")
 

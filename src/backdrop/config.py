@@ -96,8 +96,29 @@ class TrainParams(_Section):
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: int = Field(1, ge=0)
     seed: int = 42
-    num_threads: int = Field(2, ge=1)
+    num_threads: int = Field(2, ge=1)            # per host; split between the processes on it
     out_dir: Path = Path("models/train")
+    processes: int = Field(1, ge=1)              # data-parallel workers (`backdrop train --np N`)
+    backend: Literal["horovod", "ddp"] = "horovod"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA that has it, else fp32
+    channels_last: bool = True
+    balanced_sampling: bool = False              # draw each epoch with equal weight per cluster
+    iou_loss_weight: float = Field(0.0, ge=0)    # soft-Jaccard term added to the deep-supervision BCE
+    early_stop_patience: int = Field(0, ge=0)    # epochs without a val IoU gain before stopping; 0 = off
+    overlay_every: int = Field(2, ge=1)
+    aug_hflip: float = Field(0.5, ge=0, le=1)    # probabilities / strengths of the augmentations
+    aug_vflip: float = Field(0.0, ge=0, le=1)
+    aug_scale: tuple[float, float] = (1.0, 1.0)  # zoom range: <1 shrinks and pads, >1 enlarges and crops
+    aug_jitter: float = Field(0.0, ge=0, le=1)   # brightness/contrast/saturation factor range 1±jitter
+    aug_bg_replace: float = Field(0.0, ge=0, le=1)  # share of photos composited onto a new background
+
+    @model_validator(mode="after")
+    def _scale(self) -> TrainParams:
+        lo, hi = self.aug_scale
+        if not 0 < lo <= hi <= 4:
+            raise ValueError("aug_scale must be [lo, hi] with 0 < lo <= hi <= 4")
+        return self
 
 
 class EvaluateParams(_Section):
@@ -127,6 +148,48 @@ class RemoveParams(_Section):
     format: Literal["rgba", "white", "mask"] = "rgba"
 
 
+class ProfileParams(_Section):
+    """Deployment profile (src/backdrop/profiles.py); the env var BACKDROP_PROFILE wins over `name`."""
+
+    name: Literal["local", "production"] = "local"
+
+
+class SmtpParams(_Section):
+    host: str = ""                 # empty: no email
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = False
+    sender: str = "backdrop-monitoring@localhost"
+    recipients: list[str] = []
+    username_env: str = "BACKDROP_SMTP_USER"      # credentials only from the environment
+    password_env: str = "BACKDROP_SMTP_PASSWORD"
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class MonitoringParams(_Section):
+    db_url: str = "sqlite:///monitoring/monitoring.db"  # BACKDROP_MONITORING_DB overrides
+    store_dir: Path = Path("monitoring/store")           # content-addressed photos and masks
+    inbox_dir: Path = Path("monitoring/inbox")           # reviewers drop <image-id or stem>.png here
+    reports_dir: Path = Path("monitoring/reports")
+    export_dir: Path = Path("data/drop")                 # corrected pairs become a vendor drop here
+    record_predictions: bool = True
+    schedule: str = "@hourly"
+    threshold: float = Field(0.99, gt=0, le=1)
+    min_samples: int = Field(20, ge=1)
+    window_hours: float = Field(24.0, gt=0)
+    reference_hours: float = Field(168.0, gt=0)
+    max_gray_share: float = Field(0.05, ge=0, le=1)     # a correction must be (nearly) binary
+    worst_examples: int = Field(5, ge=0)
+    retrain_on_alert: bool = True
+    mlflow_experiment: str = "backdrop-monitoring"
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+    report_base_url: str = ""                           # empty: links are file paths
+    webhook_url_env: str = "BACKDROP_ALERT_WEBHOOK_URL"  # the URL is a secret: only from the environment
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    smtp: SmtpParams = SmtpParams()
+    simulate_shift_white_share: float = Field(0.6, ge=0, le=1)
+    simulate_shift_black_share: float = Field(0.3, ge=0, le=1)
+
+
 class Params(_Section):
     synth: SynthParams = SynthParams()
     ingest: IngestParams = IngestParams()
@@ -139,6 +202,8 @@ class Params(_Section):
     mlflow: MlflowParams = MlflowParams()
     airflow: AirflowParams = AirflowParams()
     remove: RemoveParams = RemoveParams()
+    profile: ProfileParams = ProfileParams()
+    monitoring: MonitoringParams = MonitoringParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

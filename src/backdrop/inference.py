@@ -108,8 +108,22 @@ def collect_inputs(inputs: Iterable[Path]) -> list[Path]:
     return files
 
 
+def _recorder(source: str):
+    """The prediction log writer (monitoring), or None when `monitoring.record_predictions` is off."""
+    params = load_params()
+    if not params.monitoring.record_predictions:
+        return None
+    from backdrop.monitoring.predlog import PredictionRecorder
+
+    return PredictionRecorder(params, source)
+
+
 def remove(inputs: Iterable[Path], out_dir: Path, model: str = "champion", fmt: str = "rgba") -> list[Path]:
-    """Cut out every input photo into out_dir/<stem>.png at its original size."""
+    """Cut out every input photo into out_dir/<stem>.png at its original size.
+
+    Each cut-out is also recorded in the prediction log (`backdrop.monitoring.predlog`): image id and
+    sha256, model version, cluster, confidence, the stored mask.
+    """
     from tqdm import tqdm
 
     if fmt not in FORMATS:
@@ -118,14 +132,18 @@ def remove(inputs: Iterable[Path], out_dir: Path, model: str = "champion", fmt: 
     if not files:
         raise FileNotFoundError("no input images found")
     segmenter = load_segmenter(model)
+    recorder = _recorder(segmenter.source)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for path in tqdm(files, desc="remove", unit="img", disable=None):
         photo = open_image(path)
-        result = compose(photo, segmenter.probabilities(photo), fmt)
+        prob = segmenter.probabilities(photo)
+        result = compose(photo, prob, fmt)
         dest = out_dir / f"{path.stem}.png"
         with atomic_path(dest) as tmp:
             result.save(tmp, format="PNG")
         written.append(dest)
+        if recorder is not None:
+            recorder.record(path, photo, prob)
     log.info("remove: %d cut-out(s) in %s using %s", len(written), out_dir, segmenter.source)
     return written

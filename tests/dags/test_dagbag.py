@@ -28,7 +28,9 @@ def test_training_dag_shape():
     for upstream, downstream in zip(stages, stages[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert dag.catchup is False
-    assert dag.timetable.expression == "0 2 * * *"  # params.yaml airflow.schedule
+    # nightly cron (params.yaml airflow.schedule) OR the monitoring DAG's retraining Asset event
+    assert dag.timetable.timetable.expression == "0 2 * * *"
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["backdrop_retrain_request"]
     assert dag.default_args["retries"] == 1
 
 

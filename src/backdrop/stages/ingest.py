@@ -95,7 +95,8 @@ class _Lone:
 # ---------------------------------------------------------------------------------------------- listing
 
 def _is_system(name: str) -> bool:
-    return name.startswith(".") or name.lower() in SYSTEM_NAMES
+    """Dot-files, `__MACOSX`, `Thumbs.db`...: OS clutter (`.` and `..` are path parts, not files)."""
+    return (name.startswith(".") and name not in (".", "..")) or name.lower() in SYSTEM_NAMES
 
 
 def _folder_entries(drop: Path, stack: ExitStack, budget: list[int],
@@ -184,47 +185,69 @@ def list_drop(drop: Path, stack: ExitStack, max_unpacked_bytes: int) -> tuple[li
 
 # ---------------------------------------------------------------------------------------------- pairing
 
-def role_and_key(rel: str) -> tuple[str, str]:
-    """("image" | "mask", pairing key): the stem without mask suffix plus sub-folders that are not
-    images/ or masks/, so `shoes/images/a.jpg` and `shoes/masks/a_mask.png` share the key `shoes/a`."""
+def _candidates(rel: str) -> tuple[str, list[str]]:
+    """Role and the pairing keys a file may go by, preferred first.
+
+    The folder decides first: anything under images/ is a photo (`images/no-mask.jpg` keeps its
+    name), anything under masks/ is a mask that pairs with the photo of its own name or of its name
+    without mask suffix. In other folders a mask suffix makes a mask. Sub-folders other than
+    images/ and masks/ are part of the key, so nested drops pair up.
+    """
     path = PurePosixPath(rel)
-    dirs = path.parent.parts
+    dirs = [d.lower() for d in path.parent.parts]
+    folders = [d for d in path.parent.parts if d.lower() not in MASK_DIRS | IMAGE_DIRS]
     stem = path.stem
-    is_mask = any(d.lower() in MASK_DIRS for d in dirs)
-    for suffix in MASK_SUFFIXES:
-        if stem.lower().endswith(suffix) and len(stem) > len(suffix):
-            stem, is_mask = stem[: -len(suffix)], True
-            break
-    folders = [d for d in dirs if d.lower() not in MASK_DIRS | IMAGE_DIRS]
-    return ("mask" if is_mask else "image"), "/".join([*folders, stem])
+    full = "/".join([*folders, stem])
+    stripped = next(("/".join([*folders, stem[: -len(s)]]) for s in MASK_SUFFIXES
+                     if stem.lower().endswith(s) and len(stem) > len(s)), None)
+    if any(d in MASK_DIRS for d in dirs):
+        return "mask", [full, stripped] if stripped else [full]
+    if any(d in IMAGE_DIRS for d in dirs):
+        return "image", [full]
+    return ("mask", [stripped]) if stripped else ("image", [full])
+
+
+def role_and_key(rel: str) -> tuple[str, str]:
+    """("image" | "mask", pairing key): `shoes/images/a.jpg` and `shoes/masks/a_mask.png` share `shoes/a`."""
+    role, keys = _candidates(rel)
+    return role, keys[-1]
 
 
 def pair_entries(entries: list[Entry]) -> tuple[list[tuple[str, Entry, Entry]], list[_Lone]]:
     """Pairs (key, photo, mask) and the entries left alone, each with the reason why."""
-    groups: dict[str, dict[str, list[tuple[str, Entry]]]] = {}
+    images: dict[str, list[tuple[str, Entry]]] = {}
+    masks: list[tuple[list[str], Entry]] = []
     lone: list[_Lone] = []
     for entry in entries:
-        role, key = role_and_key(entry.rel)
+        role, keys = _candidates(entry.rel)
         if entry.unsafe:
-            lone.append(_Lone(entry, role, key, entry.unsafe))
+            lone.append(_Lone(entry, role, keys[-1], entry.unsafe))
         elif entry.suffix not in IMAGE_SUFFIXES:
-            lone.append(_Lone(entry, "other", key, f"not an image file type ({entry.suffix or 'no suffix'})"))
+            lone.append(_Lone(entry, "other", keys[-1],
+                              f"not an image file type ({entry.suffix or 'no suffix'})"))
+        elif role == "image":
+            images.setdefault(keys[0].casefold(), []).append((keys[0], entry))
         else:
-            groups.setdefault(key.casefold(), {"image": [], "mask": []})[role].append((key, entry))
+            masks.append((keys, entry))
+    groups: dict[str, dict[str, list[tuple[str, Entry]]]] = {
+        k: {"image": v, "mask": []} for k, v in images.items()}
+    for keys, entry in masks:
+        key = next((k for k in keys if k.casefold() in images), keys[-1])
+        groups.setdefault(key.casefold(), {"image": [], "mask": []})["mask"].append((key, entry))
     pairs = []
     for group in groups.values():
-        images, masks = group["image"], group["mask"]
-        if len(images) == 1 and len(masks) == 1:
-            pairs.append((images[0][0], images[0][1], masks[0][1]))
+        photos, found = group["image"], group["mask"]
+        if len(photos) == 1 and len(found) == 1:
+            pairs.append((photos[0][0], photos[0][1], found[0][1]))
             continue
-        if not masks:
+        if not found:
             note = "no mask for this photo"
-        elif not images:
+        elif not photos:
             note = "no photo for this mask"
         else:
-            note = f"ambiguous: {len(images)} photo(s) and {len(masks)} mask(s) share this name"
+            note = f"ambiguous: {len(photos)} photo(s) and {len(found)} mask(s) share this name"
         lone.extend(_Lone(e, role, key, note)
-                    for role, items in (("image", images), ("mask", masks)) for key, e in items)
+                    for role, items in (("image", photos), ("mask", found)) for key, e in items)
     pairs.sort(key=lambda p: p[1].rel)
     lone.sort(key=lambda item: item.entry.rel)
     return pairs, lone
@@ -275,6 +298,8 @@ def ingest(params: IngestParams, drop_dir: Path | None = None) -> IngestResult:
 
     drop = resolve(drop_dir or params.drop_dir)
     raw = resolve(params.raw_dir)
+    if drop.is_dir() and (raw.is_relative_to(drop) or drop.is_relative_to(raw)):
+        raise ValueError(f"drop {drop} and raw store {raw} overlap: the store would ingest itself")
     manifest_path, unpaired_path = raw / "manifest.csv", raw / "unpaired.csv"
     rows = read_csv(manifest_path)
     loose = read_csv(unpaired_path)
@@ -283,8 +308,9 @@ def ingest(params: IngestParams, drop_dir: Path | None = None) -> IngestResult:
     paired_shas = {sha for r in rows for sha in (r["image_sha256"], r["mask_sha256"])}
     known_loose = {r["sha256"] for r in loose}
 
-    def identity(vendor: str, key: str) -> tuple[str, str]:
-        return vendor, key.casefold()
+    versions: dict[tuple[str, str], list[dict]] = {}  # (vendor, name) → its rows, oldest first
+    for r in rows:
+        versions.setdefault((r["vendor"], r["stem"].casefold()), []).append(r)
 
     def add_pair(key: str, image: Entry, mask: Entry, image_sha: str, mask_sha: str,
                  source_image: str, source_mask: str) -> str:
@@ -293,11 +319,11 @@ def ingest(params: IngestParams, drop_dir: Path | None = None) -> IngestResult:
         _store(image, image_dest, image_sha)
         _store(mask, mask_dest, mask_sha)
         pair_id = _pair_id(image_sha, mask_sha)
-        older = [r for r in rows if identity(r["vendor"], r["stem"]) == identity(params.vendor, key)]
+        older = versions.setdefault((params.vendor, key.casefold()), [])
         for r in older:
             if not r.get("superseded_by"):
                 r["superseded_by"] = pair_id
-        rows.append({
+        row = {
             "pair_id": pair_id, "stem": key,
             "image_path": image_dest.relative_to(raw).as_posix(),
             "mask_path": mask_dest.relative_to(raw).as_posix(),
@@ -307,7 +333,9 @@ def ingest(params: IngestParams, drop_dir: Path | None = None) -> IngestResult:
             "received_at": received_at, "vendor": params.vendor, "license": params.license,
             "version": 1 + max((int(r.get("version") or 1) for r in older), default=0),
             "superseded_by": "",
-        })
+        }
+        rows.append(row)
+        older.append(row)
         known_pairs.add((image_sha, mask_sha))
         paired_shas.update((image_sha, mask_sha))
         return pair_id

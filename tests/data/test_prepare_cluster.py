@@ -1,0 +1,134 @@
+"""prepare + cluster on real ingested/validated packshots: fixed sizes, stable splits, stable clusters."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backdrop.config import ClusterParams, PrepareParams
+from backdrop.stages.cluster import assign, cluster
+from backdrop.stages.ingest import ingest
+from backdrop.stages.prepare import prepare, split_of
+from backdrop.stages.validate import validate
+from tests.data.conftest import Stage, make_stage, write_tree_drop
+
+FIRST, LATER = range(24), range(24, 32)
+SIZE = 64
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@dataclass
+class Prepared:
+    stage: Stage
+    prepare: PrepareParams
+    first_index: list[dict[str, str]]
+    index: list[dict[str, str]]
+    counts: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, synth) -> Prepared:
+    """24 pairs ingested, validated and prepared; then 8 more pairs arrive and everything reruns."""
+    root = tmp_path_factory.mktemp("prepare")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BACKDROP_PROJECT_DIR", str(root))
+        stage = make_stage(root)
+        params = PrepareParams(size=SIZE, val_share=0.2, test_share=0.2, seed=13, out_dir=Path("data/prepared"))
+        write_tree_drop(root / "drop", synth, FIRST)
+        ingest(stage.ingest)
+        validate(stage.validate, stage.ingest)
+        prepare(params, stage.validate, stage.ingest)
+        first_index = _rows(root / "data/prepared/index.csv")
+        write_tree_drop(root / "drop2", synth, LATER)
+        ingest(stage.ingest, root / "drop2")
+        validate(stage.validate, stage.ingest)
+        result = prepare(params, stage.validate, stage.ingest)
+    return Prepared(stage, params, first_index, _rows(result.index), result.counts)
+
+
+def test_prepare_writes_fixed_size_photos_and_binary_masks(prepared):
+    out = prepared.stage.root / "data/prepared"
+    assert len(prepared.index) == len(FIRST) + len(LATER)
+    for row in prepared.index:
+        with Image.open(out / row["image"]) as photo, Image.open(out / row["mask"]) as mask:
+            assert photo.size == mask.size == (SIZE, SIZE)
+            assert photo.mode == "RGB" and mask.mode == "L"
+            values = set(np.unique(np.asarray(mask)).tolist())
+        assert values <= {0, 255} and 255 in values, row["pair_id"]  # binary, not empty
+        assert int(row["orig_width"]) >= 300 and int(row["orig_height"]) >= 300  # the originals' size
+
+
+def test_split_is_deterministic_and_old_pairs_do_not_move(prepared):
+    before = {r["pair_id"]: r["split"] for r in prepared.first_index}
+    after = {r["pair_id"]: r["split"] for r in prepared.index}
+    assert set(before) < set(after)
+    assert {pid: after[pid] for pid in before} == before  # adding 8 pairs moved no old pair
+    p = prepared.prepare
+    for pid, split in after.items():  # a pure function of (seed, pair_id): order does not matter
+        assert split_of(pid, p.seed, p.val_share, p.test_share) == split
+    assert sum(prepared.counts.values()) == len(after) and min(prepared.counts.values()) > 0
+    reseeded = {pid: split_of(pid, p.seed + 1, p.val_share, p.test_share) for pid in after}
+    assert reseeded != after  # the seed matters
+
+
+@pytest.fixture(scope="module")
+def clustered(prepared):
+    root = prepared.stage.root
+    params = ClusterParams(k=3, pca_components=4, feature_size=16, seed=0,
+                           overrides=Path("data/cluster_overrides.csv"), out_dir=Path("data/clusters"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BACKDROP_PROJECT_DIR", str(root))
+        first = cluster(params, prepared.prepare)
+        first_rows = _rows(first.assignments)
+        rerun = cluster(params, prepared.prepare)
+        rerun_rows = _rows(rerun.assignments)
+        # a curator moves one pair to another cluster
+        moved = first_rows[0]["pair_id"]
+        target = (int(first_rows[0]["cluster"]) + 1) % params.k
+        (root / "data/cluster_overrides.csv").write_text(f"pair_id,cluster,note\n{moved},{target},curated\n")
+        overridden = cluster(params, prepared.prepare)
+        overridden_rows = _rows(overridden.assignments)
+    return {"params": params, "first": first, "first_rows": first_rows, "rerun_rows": rerun_rows,
+            "moved": moved, "target": target, "overridden_rows": overridden_rows,
+            "model": root / "data/clusters/model.joblib", "root": root}
+
+
+def test_cluster_ids_are_the_same_on_a_rerun(clustered, prepared):
+    rows = clustered["first_rows"]
+    assert [r["pair_id"] for r in rows] == [r["pair_id"] for r in prepared.index]
+    assert {int(r["cluster"]) for r in rows} <= set(range(clustered["params"].k))
+    assert clustered["rerun_rows"] == rows
+    assert sum(clustered["first"].sizes.values()) == len(rows)
+    assert all(r["overridden"] == "False" for r in rows)
+
+
+def test_manual_override_from_csv_is_applied(clustered):
+    before = {r["pair_id"]: r for r in clustered["first_rows"]}
+    after = {r["pair_id"]: r for r in clustered["overridden_rows"]}
+    moved = after[clustered["moved"]]
+    assert int(moved["cluster"]) == clustered["target"] != int(before[clustered["moved"]]["cluster"])
+    assert moved["overridden"] == "True"
+    others = {pid: r["cluster"] for pid, r in after.items() if pid != clustered["moved"]}
+    assert others == {pid: r["cluster"] for pid, r in before.items() if pid != clustered["moved"]}
+
+
+def test_assign_gives_a_cluster_for_a_new_image(clustered, prepared, synth):
+    names = {int(k): v for k, v in clustered["first"].names.items()}
+    photo, mask = synth.photo(40), synth.mask(40)  # never ingested
+    cid, name = assign(clustered["model"], photo.resize((SIZE, SIZE)), mask.resize((SIZE, SIZE)))
+    assert 0 <= cid < clustered["params"].k and name == names[cid]
+    # an image cluster() has seen gets the cluster cluster() gave it
+    out = clustered["root"] / "data/prepared"
+    for row in clustered["first_rows"][:6]:
+        with Image.open(out / "images" / f"{row['pair_id']}.png") as p, \
+                Image.open(out / "masks" / f"{row['pair_id']}.png") as m:
+            assert assign(clustered["model"], p, m)[0] == int(row["cluster"])

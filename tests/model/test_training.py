@@ -1,0 +1,344 @@
+"""Training: augmentation, loss, sampling, fingerprint, and a real SIGKILL → --resume round trip.
+
+The data are real stage outputs: `backdrop.data.synth` renders a drop, `prepare` and `cluster`
+turn it into a tiny prepared set (64 px). Trainings run the real `backdrop train` CLI in
+subprocesses (u2netp, scratch init, 3 epochs), MLflow on a SQLite file in the tmp project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+BIN = Path(sys.executable).parent
+TINY_TRAIN = {"model": "u2netp", "init": "scratch", "epochs": 3, "batch_size": 4, "lr": 0.001,
+              "warmup_epochs": 1, "seed": 5, "num_threads": 2, "aug_hflip": 0.5, "aug_scale": [0.85, 1.15],
+              "aug_jitter": 0.1, "aug_bg_replace": 0.3, "iou_loss_weight": 0.5, "balanced_sampling": True,
+              "overlay_every": 3}
+
+
+# ------------------------------------------------------------------------------- shared tiny data
+
+def build_tiny_data(root: Path, n: int = 22, seed: int = 3) -> Path:
+    """A project dir with data/prepared (64 px) and data/clusters (k=2) made by the real stages.
+
+    Skips ingest/validate (Great Expectations costs ~20 s): the drop itself serves as raw store
+    and a minimal validated manifest lists every pair.
+    """
+    from backdrop.config import parse_params
+    from backdrop.data.synth import synthesize
+    from backdrop.io import write_csv
+    from backdrop.stages.cluster import cluster
+    from backdrop.stages.prepare import prepare
+
+    old = os.environ.get("BACKDROP_PROJECT_DIR")
+    os.environ["BACKDROP_PROJECT_DIR"] = str(root)
+    try:
+        params = parse_params(base_params(root))
+        items = synthesize(root / "data/drop", n, seed, min_side=256, max_side=320, progress=False)
+        write_csv(root / "data/validated/manifest.csv",
+                  [{"pair_id": it.stem, "image_path": f"images/{it.stem}.jpg",
+                    "mask_path": f"masks/{it.stem}.png"} for it in items],
+                  ["pair_id", "image_path", "mask_path"])
+        prepare(params.prepare, params.validate_, params.ingest)
+        cluster(params.cluster, params.prepare)
+    finally:
+        if old is None:
+            os.environ.pop("BACKDROP_PROJECT_DIR", None)
+        else:
+            os.environ["BACKDROP_PROJECT_DIR"] = old
+    return root
+
+
+def base_params(root: Path, **train) -> dict:
+    return {
+        "ingest": {"raw_dir": "data/drop"},
+        "validate": {"out_dir": "data/validated"},
+        "prepare": {"size": 64, "val_share": 0.25, "test_share": 0.1, "seed": 1},
+        "cluster": {"k": 2, "pca_components": 4, "feature_size": 16, "overrides": "data/none.csv"},
+        "train": {**TINY_TRAIN, **train},
+        "mlflow": {"tracking_uri": f"sqlite:///{root}/mlflow.db", "artifact_root": str(root / "artifacts"),
+                   "experiment": "tests"},
+    }
+
+
+def tiny_project(tmp_path_factory) -> Path:
+    """Built once per pytest session (both training test modules share it)."""
+    root = tmp_path_factory.getbasetemp() / "tiny-project"
+    if not (root / "data/clusters/assignments.csv").exists():
+        root.mkdir(exist_ok=True)
+        build_tiny_data(root)
+    return root
+
+
+def write_params(root: Path, name: str, **train) -> Path:
+    path = root / f"params-{name}.yaml"
+    path.write_text(yaml.safe_dump(base_params(root, out_dir=f"models/{name}", **train)))
+    return path
+
+
+def env_for(root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW", "BACKDROP"))}
+    env.update(BACKDROP_PROJECT_DIR=str(root), PYTHONUNBUFFERED="1", TQDM_DISABLE="1",
+               PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    return env
+
+
+def backdrop_train(root: Path, params: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(BIN / "backdrop"), "train", "--params", str(params), *args], cwd=root,
+                          env=env_for(root), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def train_until_first_checkpoint_then_sigkill(root: Path, params: Path, *args: str,
+                                              timeout: float = 240) -> dict:
+    """Start `backdrop train`, SIGKILL its whole process group as soon as checkpoint.pt appears."""
+    out = root / "models" / params.stem.removeprefix("params-")
+    ckpt = out / "checkpoint.pt"
+    proc = subprocess.Popen([str(BIN / "backdrop"), "train", "--params", str(params), *args], cwd=root,
+                            env=env_for(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ckpt.exists():
+            assert proc.poll() is None, f"training ended before a checkpoint: {proc.stdout.read()[-4000:]}"
+            assert time.monotonic() < deadline, "no checkpoint in time"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            with _suppress():
+                os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return {"epoch": state["epoch"], "done": state["done"], "history": state["history"], "out": out}
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is ProcessLookupError
+
+
+def final_state(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) if a[k].numel() else 0.0 for k in a)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return tiny_project(tmp_path_factory)
+
+
+# ------------------------------------------------------------------------------------ unit level
+
+def _tp(**kw):
+    from backdrop.config import TrainParams
+
+    return TrainParams(**kw)
+
+
+def _striped_batch(b: int = 4, s: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Photos whose red channel encodes the column and green the row, a box-shaped mask."""
+    yy, xx = np.mgrid[0:s, 0:s]
+    photo = np.stack([xx * 255 // (s - 1), yy * 255 // (s - 1), np.full_like(xx, 128)], -1).astype(np.uint8)
+    mask = ((yy > s // 4) & (yy < 3 * s // 4) & (xx > s // 3) & (xx < 5 * s // 6)).astype(np.float32)
+    return np.repeat(photo[None], b, 0), np.repeat(mask[None], b, 0)
+
+
+def test_augment_flips_photo_and_mask_together():
+    from backdrop.stages.train import augment
+
+    photos, masks = _striped_batch(64)
+    x, y = augment(photos, masks, _tp(aug_hflip=0.5, aug_vflip=0.5), np.random.default_rng(0))
+    base_x = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 255
+    base_y = torch.from_numpy(masks)[:, None]
+    kinds = set()
+    for i in range(64):
+        for h in (False, True):
+            for v in (False, True):
+                dims = [d for d, on in ((-1, h), (-2, v)) if on]
+                bx = base_x[i].flip(dims) if dims else base_x[i]
+                by = base_y[i].flip(dims) if dims else base_y[i]
+                if torch.equal(x[i], bx):
+                    assert torch.equal(y[i], by), "photo and mask were flipped differently"
+                    kinds.add((h, v))
+    assert len(kinds) == 4  # all four flip combinations occurred over 64 draws
+
+
+def test_augment_zoom_keeps_photo_and_mask_aligned():
+    from backdrop.stages.train import augment
+
+    photos, masks = _striped_batch(16, 64)
+    x, y = augment(photos, masks, _tp(aug_hflip=0.0, aug_scale=(0.6, 1.6)), np.random.default_rng(1))
+    assert x.shape == (16, 3, 64, 64) and y.shape == (16, 1, 64, 64)
+    changed = 0
+    for i in range(16):
+        fg = y[i, 0] > 0.5
+        changed += int(not torch.equal(fg, torch.from_numpy(masks[i] > 0.5)))
+        # the mask box still covers the pixels whose (column, row) colour code was inside the box
+        col = x[i, 0][fg] * 63
+        row = x[i, 1][fg] * 63
+        assert col.min() > 64 / 3 - 2.5 and col.max() < 5 * 64 / 6 + 2.5
+        assert row.min() > 16 - 2.5 and row.max() < 48 + 2.5
+    assert changed >= 12  # zoom really moved the masks
+
+
+def test_background_replacement_changes_only_the_background():
+    from backdrop.stages.train import augment
+
+    photos, masks = _striped_batch(32)
+    x, y = augment(photos, masks, _tp(aug_hflip=0.0, aug_bg_replace=1.0), np.random.default_rng(2))
+    base = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 255
+    fg = torch.from_numpy(masks)[:, None].bool().expand_as(base)
+    assert torch.equal(x[fg], base[fg])  # the product is untouched
+    assert torch.equal(y, torch.from_numpy(masks)[:, None])
+    bg_changed = [(x[i][~fg[i]] - base[i][~fg[i]]).abs().mean() > 0.02 for i in range(32)]
+    assert sum(bg_changed) >= 30
+
+
+def test_augment_is_a_function_of_the_rng_and_jitter_stays_in_range():
+    from backdrop.stages.train import augment
+
+    photos, masks = _striped_batch(8)
+    tp = _tp(aug_scale=(0.8, 1.2), aug_jitter=0.3, aug_bg_replace=0.5)
+    a = augment(photos, masks, tp, np.random.default_rng(7))
+    b = augment(photos, masks, tp, np.random.default_rng(7))
+    c = augment(photos, masks, tp, np.random.default_rng(8))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    assert float(a[0].min()) >= 0.0 and float(a[0].max()) <= 1.0
+
+
+def test_deep_supervision_loss_adds_the_soft_iou_term():
+    from backdrop.stages.train import deep_supervision_loss, soft_iou_loss
+
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:12, 4:12] = 1
+    perfect = [(target * 2 - 1) * 30 for _ in range(7)]
+    wrong = [-(target * 2 - 1) * 30 for _ in range(7)]
+    assert float(soft_iou_loss(perfect[0], target)) < 1e-3
+    assert float(soft_iou_loss(wrong[0], target)) > 0.95
+    bce = deep_supervision_loss(wrong, target)
+    both = deep_supervision_loss(wrong, target, iou_weight=0.5)
+    assert float(both - bce) == pytest.approx(0.5 * 7 * float(soft_iou_loss(wrong[0], target)), rel=1e-5)
+
+
+def test_balanced_sampling_evens_out_clusters_and_shards_cover_the_epoch():
+    from backdrop.stages.train import epoch_order, shard
+
+    clusters = np.array([0] * 90 + [1] * 10)
+    plain = np.concatenate([epoch_order(clusters, 1, e, balanced=False) for e in range(20)])
+    balanced = np.concatenate([epoch_order(clusters, 1, e, balanced=True) for e in range(20)])
+    assert sorted(plain[:100]) == list(range(100))  # a permutation
+    assert abs((clusters[plain] == 1).mean() - 0.1) < 1e-9
+    assert abs((clusters[balanced] == 1).mean() - 0.5) < 0.05
+    np.testing.assert_array_equal(epoch_order(clusters, 1, 3, True), epoch_order(clusters, 1, 3, True))
+    order = epoch_order(clusters[:13], 2, 0, False)
+    parts = [shard(order, r, 3) for r in range(3)]
+    assert {len(p) for p in parts} == {5}  # equal steps on every rank
+    assert set(np.concatenate(parts)) == set(range(13))
+
+
+def test_fingerprint_tracks_what_changes_the_result(project):
+    from backdrop.config import parse_params
+    from backdrop.stages.train import FINGERPRINT_IGNORES, fingerprint_of, fingerprint_parts
+
+    rows = {"train": [{"pair_id": "a", "cluster": 0}], "val": [{"pair_id": "b", "cluster": 1}]}
+    arrays = [np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 4, 4), np.float32)]
+
+    def fp(world=1, rows=rows, arrays=arrays, **train):
+        return fingerprint_of(fingerprint_parts(parse_params(base_params(project, **train)), world, rows,
+                                                arrays, "init"))
+
+    ref = fp()
+    assert fp(out_dir="elsewhere", num_threads=1, processes=4, backend="ddp") == ref
+    assert {"out_dir", "num_threads"} <= FINGERPRINT_IGNORES
+    assert fp(lr=0.5) != ref and fp(epochs=9) != ref and fp(aug_jitter=0.2) != ref
+    assert fp(world=2) != ref
+    moved = {"train": [{"pair_id": "a", "cluster": 1}], "val": rows["val"]}
+    assert fp(rows=moved) != ref
+    assert fp(arrays=[arrays[0] + 1, arrays[1]]) != ref
+
+
+# ------------------------------------------------------------------------------ real trainings
+
+def test_sigkilled_run_resumes_to_the_same_weights(project):
+    """Uninterrupted 3 epochs vs. SIGKILL after the first checkpoint + `--resume`: same result."""
+    full = write_params(project, "full")
+    proc = backdrop_train(project, full)
+    out_full = project / "models/full"
+    result = json.loads((out_full / "result.json").read_text())
+    assert result["epochs_run"] == 3 and result["resumed_from_epoch"] is None
+    history = json.loads((out_full / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert {"val_iou_mean", "lr", "images_per_s"} <= set(history[0])
+    assert "MLflow run" in proc.stdout
+
+    killed = write_params(project, "killed")
+    state = train_until_first_checkpoint_then_sigkill(project, killed)
+    assert state["epoch"] < 3 and not state["done"], "the run finished before it could be killed"
+    assert state["history"][0]["train_loss"] == pytest.approx(history[0]["train_loss"], rel=1e-6)
+
+    resumed = backdrop_train(project, killed, "--resume")
+    assert f"continuing with epoch {state['epoch'] + 1}" in resumed.stderr, resumed.stderr[-3000:]
+    out = state["out"]
+    result_resumed = json.loads((out / "result.json").read_text())
+    assert result_resumed["resumed_from_epoch"] == state["epoch"] and result_resumed["epochs_run"] == 3
+    assert result_resumed["run_id"] == json.loads((out / "run.json").read_text())["run_id"]
+    diff = max_abs_diff(final_state(out), final_state(out_full))
+    assert diff < 1e-5, f"resumed weights differ from the uninterrupted run by {diff}"
+    resumed_history = json.loads((out / "history.json").read_text())
+    for a, b in zip(resumed_history, history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_iou_mean"] == pytest.approx(b["val_iou_mean"], abs=1e-4)
+
+    # The resumed MLflow run holds each epoch once: the same run continued, not a second one.
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
+    steps = [m.step for m in client.get_metric_history(result_resumed["run_id"], "train_loss")]
+    assert sorted(set(steps)) == [1, 2, 3]
+
+    # The next night's data (or params) differ: --resume must not continue that checkpoint.
+    changed = write_params(project, "killed", epochs=1, early_stop_patience=0)
+    fresh = backdrop_train(project, changed, "--resume")
+    assert "starting fresh" in fresh.stderr and "train.epochs 3→1" in fresh.stderr, fresh.stderr[-3000:]
+    assert json.loads((out / "result.json").read_text())["resumed_from_epoch"] is None
+    assert len(json.loads((out / "history.json").read_text())) == 1
+
+
+def test_early_stopping_on_val_iou(project):
+    """With lr≈0 val IoU cannot improve: patience 1 stops after epoch 2 of 5; `model.pt` is epoch 1."""
+    params = write_params(project, "early", epochs=5, lr=1e-12, early_stop_patience=1, init="official")
+    backdrop_train(project, params)
+    out = project / "models/early"
+    result = json.loads((out / "result.json").read_text())
+    assert result["epochs_run"] == 2 and result["stopped_early"] is True
+    from backdrop.stages.train import load_trained
+
+    net, meta = load_trained(out / "model.pt")
+    assert meta["epoch"] == 1 and meta["arch"] == "u2netp" and meta["size"] == 64
+    # official init keeps BatchNorm frozen: the stored (identity) statistics are unchanged
+    bn = dict(net.named_buffers())
+    means = [v for k, v in bn.items() if k.endswith("running_mean")]
+    assert means and all(float(m.abs().max()) == 0.0 for m in means)
