@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_ENV = "BACKDROP_PARAMS"
 PROJECT_ENV = "BACKDROP_PROJECT_DIR"
@@ -61,6 +61,12 @@ class ValidateParams(_Section):
     out_dir: Path = Path("data/validated")
     quarantine_dir: Path = Path("data/quarantine")
 
+    @model_validator(mode="after")
+    def _coverage(self) -> ValidateParams:
+        if self.min_coverage > self.max_coverage:
+            raise ValueError("min_coverage must be <= max_coverage")
+        return self
+
 
 class PrepareParams(_Section):
     size: int = Field(160, ge=32, le=1024)
@@ -69,12 +75,17 @@ class PrepareParams(_Section):
     seed: int = 13
     out_dir: Path = Path("data/prepared")
 
+    @field_validator("size")
+    @classmethod
+    def _size(cls, size: int) -> int:
+        if size % 32:
+            raise ValueError("size must be a multiple of 32 (U²-Net downsamples 5 times)")
+        return size
+
     @model_validator(mode="after")
     def _shares(self) -> PrepareParams:
         if self.val_share + self.test_share >= 0.9:
             raise ValueError("val_share + test_share must leave at least 10% for training")
-        if self.size % 32:
-            raise ValueError("size must be a multiple of 32 (U²-Net downsamples 5 times)")
         return self
 
 

@@ -47,8 +47,7 @@ def _same(model: BaseModel, raw: dict, where: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "dotted_key", "why"), [
-    # a cross-field rule (model validator) reports the section: "prepare: ... size must be a multiple of 32"
-    ("prepare:\n  size: 100\n", "prepare", "size must be a multiple of 32"),
+    ("prepare:\n  size: 100\n", "prepare.size", "size must be a multiple of 32"),
     ("prepare:\n  size: 16\n", "prepare.size", "greater than or equal to 32"),
     ("train:\n  model: resnet\n", "train.model", "u2netp"),
     ("ingest:\n  colour: blue\n", "ingest.colour", "Extra inputs are not permitted"),

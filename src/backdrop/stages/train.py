@@ -512,8 +512,9 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:  # noqa: C9
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                loss_sum += float(loss)
-                bar.set_postfix(loss=f"{float(loss):.3f}")
+                loss_value = float(loss.detach())
+                loss_sum += loss_value
+                bar.set_postfix(loss=f"{loss_value:.3f}")
             seconds = dist.allreduce([time.perf_counter() - t0], "max")[0]
             train_loss = dist.allreduce([loss_sum / steps_per_epoch], "mean")[0]
 
