@@ -40,7 +40,7 @@ def _params():
     os.environ.setdefault("BACKDROP_PROJECT_DIR", str(PROJECT_DIR))
     from backdrop.config import load_params
 
-    return load_params(PROJECT_DIR / "params.yaml")
+    return load_params(os.environ.get("BACKDROP_PARAMS") or PROJECT_DIR / "params.yaml")
 
 
 def alert_on_failure(context) -> None:

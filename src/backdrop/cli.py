@@ -22,6 +22,7 @@ from backdrop.monitoring.cli import corrections_app, monitor_app  # noqa: E402  
 
 app.add_typer(corrections_app, name="corrections")
 app.add_typer(monitor_app, name="monitor")
+__import__("backdrop.serving.cli", fromlist=["register"]).register(app)  # serve, watch, export-onnx
 # -- sub-apps --
 
 ParamsOpt = Annotated[Path | None, typer.Option("--params", help="params.yaml to use (default: ./params.yaml or $BACKDROP_PARAMS)")]

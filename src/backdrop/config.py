@@ -201,6 +201,30 @@ class MonitoringParams(_Section):
     simulate_shift_black_share: float = Field(0.3, ge=0, le=1)
 
 
+class ServeParams(_Section):
+    """`backdrop serve` (HTTP API), `backdrop watch` (upload folder) and the backdrop_inference DAG."""
+
+    model: str = "champion"          # champion | models:/name/N | model.pt | model.onnx | official:u2netp
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+    threads: int = Field(0, ge=0)    # onnxruntime intra-op threads per worker; 0 = the cores available
+    batch_size: int = Field(4, ge=1)
+    max_upload_bytes: int = Field(25_000_000, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)   # checked from the header, before decoding
+    max_batch_files: int = Field(16, ge=1)
+    refresh_s: float = Field(30.0, ge=0)        # how often a worker checks whether the alias moved; 0 = never
+    token_env: str = "BACKDROP_API_TOKEN"       # bearer token required when this env var is set
+    format: Literal["rgba", "white", "mask"] = "rgba"
+    review_threshold: float = Field(0.9, ge=0, le=1)  # confidence below this → review queue
+    review_dir: Path = Path("review")
+    upload_dir: Path = Path("uploads")          # watched folder (backdrop watch / backdrop_inference DAG)
+    out_dir: Path = Path("cutouts")             # published cut-outs of watched uploads
+    watch_retries: int = Field(2, ge=0)         # extra attempts before a photo goes to failed/
+    watch_settle_s: float = Field(0.5, ge=0)    # a file must keep its size this long before it is read
+    watch_poke_s: float = Field(2.0, gt=0)      # the DAG's trigger: seconds between directory scans
+
+
 class Params(_Section):
     synth: SynthParams = SynthParams()
     ingest: IngestParams = IngestParams()
@@ -215,6 +239,7 @@ class Params(_Section):
     remove: RemoveParams = RemoveParams()
     profile: ProfileParams = ProfileParams()
     monitoring: MonitoringParams = MonitoringParams()
+    serve: ServeParams = ServeParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import hashlib
 import logging
 import os
@@ -52,6 +53,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -148,13 +150,33 @@ class HorovodDist(Dist):
                                              compression=_Contiguous, op=self.hvd.Average)
 
     def stat_allreduce(self, tensor, name: str):
-        return self.hvd.allreduce(tensor, op=self.hvd.Sum, name=f"syncbn.{name}")
+        return _hvd_sum_function().apply(tensor, f"syncbn.{name}")
 
     def barrier(self) -> None:
         self.hvd.barrier()
 
     def shutdown(self) -> None:
         self.hvd.shutdown()
+
+
+@functools.cache
+def _hvd_sum_function():
+    """Differentiable Horovod sum with fixed names for forward and backward (hvd.allreduce names
+    its backward op afresh on every call, which thrashes Horovod's response cache)."""
+    import horovod.torch as hvd
+    import torch
+
+    class _Sum(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, tensor, name):
+            ctx.name = name
+            return hvd.allreduce(tensor, op=hvd.Sum, name=name)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return hvd.allreduce(grad.contiguous(), op=hvd.Sum, name=ctx.name + ".grad"), None
+
+    return _Sum
 
 
 class _Contiguous:
@@ -178,6 +200,8 @@ class DDPDist(Dist):
         import torch.distributed as td
 
         self.td = td
+        warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated",
+                                category=FutureWarning)  # still the differentiable one (SyncBatchNorm2d)
         self.rank, self.size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
         self.local_size = int(os.environ.get("LOCAL_WORLD_SIZE", self.size))

@@ -8,9 +8,11 @@ prints the environment a production process needs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
@@ -141,7 +143,7 @@ def check_airflow(profile: str) -> list[Check]:
             err, _ = _sql_reachable(backend[3:])
             out.append(Check("airflow.celery_results", "FAIL" if err else "OK",
                              f"{_redact(backend)}" + (f": {err}" if err else ""),
-                             "export AIRFLOW__CELERY__RESULT_BACKEND=db+postgresql://USER:PASS@HOST:5432/airflow"
+                             "export AIRFLOW__CELERY__RESULT_BACKEND=db+postgresql+psycopg2://USER:PASS@HOST:5432/airflow"
                              if err else ""))
         for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"):
             if not any(os.environ.get(key + suffix) for suffix in ("", "_CMD", "_SECRET")):
@@ -312,7 +314,9 @@ def doctor(
     if name not in PROFILES:
         typer.secho(f"--profile {name!r}: choose one of {', '.join(PROFILES)}", fg="red", err=True)
         raise typer.Exit(2)
-    checks = run_checks(name, source, params)
+    # Airflow, DVC and botocore log to stdout when first imported: keep stdout for the report.
+    with contextlib.redirect_stdout(sys.stderr):
+        checks = run_checks(name, source, params)
     failed = [c for c in checks if c.status == "FAIL"]
     if as_json:
         typer.echo(json.dumps({"profile": name, "ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
@@ -331,7 +335,12 @@ def doctor(
 def bootstrap(params: Annotated[Path | None, typer.Option("--params", help="params.yaml to use")] = None) -> None:
     """One-off production setup: DVC remote from $BACKDROP_DVC_REMOTE_URL, MLflow experiment on the server."""
     from backdrop.config import load_params, project_dir, tracking_uri
-    from backdrop.profiles import DVC_ENDPOINT_ENV, DVC_REMOTE_ENV, configure_dvc_remote, ensure_mlflow_experiment
+    from backdrop.profiles import (
+        DVC_ENDPOINT_ENV,
+        DVC_REMOTE_ENV,
+        configure_dvc_remote,
+        ensure_mlflow_experiment,
+    )
 
     p = load_params(params)
     url = os.environ.get(DVC_REMOTE_ENV)

@@ -54,7 +54,7 @@ PRODUCTION_SETTINGS: tuple[Setting, ...] = (
     Setting("AIRFLOW__CELERY__BROKER_URL", "Celery broker (Redis)", "redis://redis:6379/0", secret=True,
             prefixes=("redis://", "rediss://")),
     Setting("AIRFLOW__CELERY__RESULT_BACKEND", "Celery result backend (PostgreSQL)",
-            "db+postgresql://airflow:${AIRFLOW_DB_PASSWORD}@postgres:5432/airflow", secret=True,
+            "db+postgresql+psycopg2://airflow:${AIRFLOW_DB_PASSWORD}@postgres:5432/airflow", secret=True,
             prefixes=("db+postgresql",)),
     Setting("AIRFLOW__CORE__FERNET_KEY", "key that encrypts connection passwords",
             "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'",
@@ -107,7 +107,8 @@ def production_env(*, airflow_db_url: str, redis_url: str, mlflow_url: str, dvc_
     `airflow_db_url` is a SQLAlchemy URL (postgresql+psycopg2://…); the Celery result backend goes to
     the same database. Secrets come from `secret_values` (default: freshly generated).
     """
-    result_backend = "db+" + airflow_db_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    # Explicit driver: SQLAlchemy 2.1 made plain `postgresql://` mean psycopg 3, which is not installed.
+    result_backend = "db+" + airflow_db_url.replace("postgresql://", "postgresql+psycopg2://", 1)
     env = {
         PROFILE_ENV: "production",
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",

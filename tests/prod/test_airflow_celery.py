@@ -10,11 +10,13 @@ remote is an S3 bucket — the object store here is moto's S3 server, standing i
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
 import sqlalchemy as sa
 
+from backdrop.profiles import configure_dvc_remote, ensure_mlflow_experiment
 from tests.conftest import BIN, TINY_PARAMS, make_project, project_env
 from tests.prod.conftest import Processes, free_port, random_queue, run, wait_http
 
@@ -43,6 +45,8 @@ def _env(project, airflow_db, services, mlflow_server, s3_store, secrets, api_po
         "AIRFLOW__CELERY__WORKER_ENABLE_REMOTE_CONTROL": "False",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "60",
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+        # only the run this test triggers: no cron runs of this or any other DAG in the folder
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
     })
     return env
 
@@ -59,12 +63,21 @@ def celery_run(services, make_database, mlflow_server, s3_store, prod_secrets, t
     def sh(*cmd: str, timeout: int = 300):
         return run(list(cmd), project, timeout=timeout, env=env)
 
+    timings: dict[str, float] = {}
     t0 = time.monotonic()
-    sh(str(BIN / "backdrop"), "data", "synth")
+    # independent setup steps side by side: synthetic drop, Airflow migration, production bootstrap
+    synth = subprocess.Popen([str(BIN / "backdrop"), "data", "synth"], cwd=project, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     sh(str(BIN / "airflow"), "db", "migrate")
-    sh(str(BIN / "backdrop"), "doctor", "bootstrap")          # S3 DVC remote + MLflow experiment
-    sh(str(BIN / "airflow"), "dags", "reserialize")            # DAG into the DB before the scheduler starts
-    setup_s = time.monotonic() - t0
+    timings["db_migrate"] = time.monotonic() - t0
+    # what `backdrop doctor bootstrap` does (the CLI itself runs in compose's airflow-init and below in
+    # the doctor test): S3 DVC remote in .dvc/config.local, MLflow experiment with the server's artifact root
+    configure_dvc_remote(project, env["BACKDROP_DVC_REMOTE_URL"], env["BACKDROP_DVC_ENDPOINT_URL"],
+                         dvc=str(BIN / "dvc"))
+    ensure_mlflow_experiment(mlflow_server["url"], "backdrop")
+    out, _ = synth.communicate(timeout=300)
+    assert synth.returncode == 0, out[-3000:]
+    timings["setup"] = time.monotonic() - t0
 
     procs = Processes(project / "proc-logs")
     airflow = str(BIN / "airflow")
@@ -73,13 +86,16 @@ def celery_run(services, make_database, mlflow_server, s3_store, prod_secrets, t
                     env, project)
         procs.start("worker", [airflow, "celery", "worker", "--queues", queue, "--concurrency", "1",
                                "--skip-serve-logs", "--without-mingle", "--without-gossip"], env, project)
-        procs.start("scheduler", [airflow, "scheduler"], env, project)
         procs.start("dag-processor", [airflow, "dag-processor"], env, project)
+        # workers report to the Task Execution API: it must answer before anything is scheduled
         wait_http(f"http://127.0.0.1:{api_port}/api/v2/monitor/health", 180, procs, "airflow api-server")
+        procs.start("scheduler", [airflow, "scheduler"], env, project)
+        engine = sa.create_engine(airflow_db)
+        _wait_for_dag(engine, procs)  # parsed into the DB by the dag-processor
+        timings["services_up"] = time.monotonic() - t0
         run_id = f"prod_test_{queue}"
         sh(airflow, "dags", "trigger", "backdrop_training", "--run-id", run_id)
 
-        engine = sa.create_engine(airflow_db)
         state, deadline = None, time.monotonic() + RUN_TIMEOUT
         while time.monotonic() < deadline:
             procs.assert_alive()
@@ -94,15 +110,28 @@ def celery_run(services, make_database, mlflow_server, s3_store, prod_secrets, t
                 {"r": run_id})}
             celery_results = conn.execute(sa.text("SELECT status, count(*) FROM celery_taskmeta GROUP BY status")).all()
         engine.dispose()
-        yield {"project": project, "env": env, "state": state, "tis": tis, "queue": queue,
-               "celery_results": dict(celery_results), "procs": procs, "setup_s": setup_s,
-               "run_s": time.monotonic() - t0, "mlflow": mlflow_server, "s3": s3_store}
+        timings["dag_run_done"] = time.monotonic() - t0
+        (project / "timings.json").write_text(json.dumps(timings, indent=1))
+        yield {"timings": timings, "project": project, "env": env, "state": state, "tis": tis, "queue": queue,
+               "celery_results": dict(celery_results), "procs": procs, "mlflow": mlflow_server, "s3": s3_store}
     finally:
         procs.stop()
 
 
+def _wait_for_dag(engine, procs, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs.assert_alive()
+        with engine.connect() as conn:
+            if conn.execute(sa.text("SELECT 1 FROM serialized_dag WHERE dag_id = 'backdrop_training'")).first():
+                return
+        time.sleep(2)
+    raise AssertionError(f"backdrop_training not parsed by the dag-processor in {timeout:.0f} s:\n"
+                         + procs.log("dag-processor")[-3000:])
+
+
 def _diagnose(r) -> str:
-    return "\n".join(f"--- {name} ---\n{r['procs'].log(name)[-3000:]}" for name in r["procs"].procs)
+    return f"timings {r['timings']}\n" + "\n".join(f"--- {name} ---\n{r['procs'].log(name)[-3000:]}" for name in r["procs"].procs)
 
 
 def test_dag_run_succeeds_through_celery(celery_run):
@@ -146,7 +175,7 @@ def test_data_pushed_to_the_s3_dvc_remote(celery_run):
 def test_doctor_passes_on_the_running_production_stack(celery_run):
     r = celery_run
     proc = run([str(BIN / "backdrop"), "doctor", "--json"], r["project"], env=r["env"], check=False)
-    report = json.loads(proc.stdout)
+    report = json.loads(proc.stdout)  # only the report on stdout (logs go to stderr)
     failed = [c for c in report["checks"] if c["status"] == "FAIL"]
     assert proc.returncode == 0 and not failed, json.dumps(failed, indent=1)
     assert report["profile"] == "production"

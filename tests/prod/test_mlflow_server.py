@@ -53,7 +53,7 @@ def test_log_register_and_move_champion_over_http(client, mlflow_server):
     name = "backdrop-prod-test-" + uuid.uuid4().hex[:8]
     versions = []
     for step in range(2):
-        with mlflow.start_run(experiment_id=exp_id) as run:
+        with mlflow.start_run(experiment_id=exp_id):
             mlflow.log_param("step", step)
             mlflow.log_metric("test_iou_mean", 0.5 + step / 10)
             info = mlflow.pyfunc.log_model(name="model", python_model=Doubler(), pip_requirements=[])

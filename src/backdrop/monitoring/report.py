@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -63,7 +64,9 @@ def evidently_report(params: Params, wm: WindowMetrics, out: Path) -> tuple[Path
     ref = Dataset.from_pandas(_frame(reference), data_definition=definition)
     cur = Dataset.from_pandas(_frame(current), data_definition=definition)
     report = Report([DataDriftPreset(), MeanValue(column="iou")], metadata={"window_end": wm.at.isoformat()})
-    snapshot = report.run(current_data=cur, reference_data=ref)
+    with warnings.catch_warnings():  # constant columns (e.g. IoU all 1.0) make scipy warn; the report copes
+        warnings.simplefilter("ignore")
+        snapshot = report.run(current_data=cur, reference_data=ref)
     out.parent.mkdir(parents=True, exist_ok=True)
     snapshot.save_html(str(out))
     drift: dict = {"reference_n": len(reference), "current_n": len(current)}
@@ -99,9 +102,9 @@ def trend_plot(params: Params, path: Path, title: str = "monitored IoU per clust
         xs, ys = [v[0] for v in values], [v[1] for v in values]
         low = min(low, *ys)
         if scope == "overall":
-            ax.plot(xs, ys, color="black", linewidth=2.5, marker="o", label="overall")
+            ax.plot(xs, ys, color="0.6", linewidth=5, alpha=0.6, label="overall", zorder=1)
         else:
-            ax.plot(xs, ys, linewidth=1.2, marker=".", label=f"c{key}")
+            ax.plot(xs, ys, linewidth=1.5, marker="o", markersize=5, label=f"c{key}", zorder=2)
     ax.axhline(threshold, color="red", linestyle="--", linewidth=1, label=f"threshold {threshold:.2f}")
     ax.set_ylim(max(0.0, low - 0.05), 1.005)
     ax.set_ylabel(f"rolling mean IoU ({params.monitoring.window_hours:g} h window)")

@@ -42,6 +42,7 @@ class SimBatch:
     monitored_iou: list[float] = field(default_factory=list)  # IoU(prediction, delivered correction)
     clusters: Counter = field(default_factory=Counter)
     inbox_files: list[Path] = field(default_factory=list)
+    items: list[dict] = field(default_factory=list)  # image_id, stem, style, cluster, true/monitored IoU
 
     def summary(self) -> str:
         mean_true = float(np.mean(self.true_iou)) if self.true_iou else float("nan")
@@ -101,5 +102,7 @@ def simulate_batch(params: Params, n: int, seed: int, start_index: int = 0, *, s
         batch.true_iou.append(true_iou)
         batch.monitored_iou.append(1.0 if approved else true_iou)
         batch.clusters[row.cluster] += 1
+        batch.items.append({"image_id": row.image_id, "stem": item.stem, "style": item.style, "cluster": row.cluster,
+                            "true_iou": true_iou, "monitored_iou": batch.monitored_iou[-1], "fixed": not approved})
     log.info("simulated %s", batch.summary())
     return batch

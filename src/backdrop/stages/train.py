@@ -160,7 +160,7 @@ def augment(photos: np.ndarray, masks: np.ndarray, tp: TrainParams, rng: np.rand
     from backdrop.models.cutout import photos_to_tensor
 
     x = photos_to_tensor(photos)
-    y = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32))[:, None]
+    y = torch.tensor(masks, dtype=torch.float32)[:, None]  # a copy: edited in place below
     b, _, h, w = x.shape
     if tp.aug_bg_replace > 0:
         for i in np.flatnonzero(rng.random(b) < tp.aug_bg_replace):
@@ -261,8 +261,11 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # CPU kernels are deterministic for a fixed thread count (checked: resumed == uninterrupted,
+    # Horovod == DDP bit for bit). torch.use_deterministic_algorithms is left alone: it imports
+    # torch._inductor (seconds) and only matters for CUDA kernels, which cuDNN settings cover.
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
 
 
 def pick_device(tp: TrainParams, local_rank: int = 0):
@@ -415,7 +418,6 @@ def train(params: Params, resume: bool = False, *, dist: Dist | None = None,
 
 
 def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:  # noqa: C901 (one readable loop)
-    import mlflow
     import torch
     from tqdm import tqdm
 
@@ -427,6 +429,8 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:  # noqa: C9
 
     tp = params.train
     root = dist.is_root
+    if root:  # the only rank that talks to MLflow (the import alone costs seconds)
+        import mlflow
     torch.set_num_threads(max(1, tp.num_threads // dist.local_size))
     seed_everything(tp.seed)
     device = pick_device(tp, dist.local_rank)
@@ -508,7 +512,7 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:  # noqa: C9
                                     enabled=amp_dtype is not None):
                     outputs = net(x)
                 loss = deep_supervision_loss([o.float() for o in outputs], y, tp.iou_loss_weight)
-                optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad()  # set_to_none (the default); Horovod's override takes no argument
                 loss.backward()
                 optimizer.step()
                 scheduler.step()

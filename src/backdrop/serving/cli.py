@@ -1,0 +1,101 @@
+"""`backdrop serve`, `backdrop watch DIR`, `backdrop export-onnx`: registered on the main CLI app.
+
+Module level imports only typer; each command imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="champion | models:/name/N | PATH/model.pt | PATH/model.onnx | official:u2netp "
+                    "(default: serve.model)")]
+
+
+def _params():
+    from backdrop.config import ConfigError, load_params
+
+    try:
+        return load_params()
+    except ConfigError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def serve(
+    model: ModelOpt = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default: serve.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="port, 0 = any free one (default: serve.port)")] = None,
+    workers: Annotated[int | None, typer.Option(help="uvicorn worker processes (default: serve.workers)")] = None,
+) -> None:
+    """HTTP API: POST /v1/remove, /v1/remove/batch; GET /healthz, /metrics, /docs."""
+    import uvicorn
+
+    from backdrop.serving.api import MODEL_ENV
+
+    sp = _params().serve
+    if model:
+        os.environ[MODEL_ENV] = model  # every worker process reads it (also with --workers > 1)
+    uvicorn.run("backdrop.serving.api:app_from_env", factory=True, host=host or sp.host,
+                port=sp.port if port is None else port, workers=workers or sp.workers,
+                log_level="info", timeout_graceful_shutdown=10)
+
+
+def watch(
+    directory: Annotated[Path | None, typer.Argument(help="upload folder (default: serve.upload_dir)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="published cut-outs (default: serve.out_dir)")] = None,
+    review_dir: Annotated[Path | None, typer.Option(help="review queue (default: serve.review_dir)")] = None,
+    model: ModelOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="rgba | white | mask (default: serve.format)")] = None,
+    size: Annotated[int | None, typer.Option(help="model input size override (multiple of 32)")] = None,
+    once: Annotated[bool, typer.Option("--once", help="process what is there now, then exit")] = False,
+    record: Annotated[bool | None, typer.Option("--record/--no-record",
+                                                help="prediction log (default: monitoring.record_predictions)")] = None,
+) -> None:
+    """Cut out every photo dropped into DIRECTORY, exactly once (restart-safe)."""
+    import json
+
+    from backdrop.serving.watch import from_params, summary
+
+    _params()
+    if fmt and fmt not in ("rgba", "white", "mask"):
+        raise typer.BadParameter(f"--format {fmt!r}: rgba | white | mask")
+    proc = from_params(directory, out, review_dir, model, fmt, size, record)
+    try:
+        if once:
+            stats = proc.run_once()
+            typer.echo(json.dumps({"run": stats.as_dict(), "ledger": summary(proc.upload_dir)}))
+        else:
+            proc.watch()
+    except RuntimeError as exc:  # another process holds the folder
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo(json.dumps({"run": proc.stats.as_dict(), "ledger": summary(proc.upload_dir)}), err=True)
+        sys.exit(130)
+
+
+def export_onnx(
+    model: ModelOpt = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="where to write the .onnx")] = None,
+) -> None:
+    """Export a model to ONNX (the fast path's format) and print where it went."""
+    from backdrop.serving.onnx_fast import load_fast_segmenter
+
+    seg = load_fast_segmenter(model or _params().serve.model)
+    if out:
+        import shutil
+
+        shutil.copyfile(seg.onnx_file, out)
+    typer.echo(str(out or seg.onnx_file))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(watch)
+    app.command("export-onnx")(export_onnx)

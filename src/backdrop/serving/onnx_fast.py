@@ -1,0 +1,270 @@
+"""The fast CPU path: the model exported to ONNX and run with a tuned onnxruntime session.
+
+* `export_onnx` traces a CutoutModel (float32 (N,3,S,S) in [0,1] → probabilities) to ONNX with a
+  dynamic batch axis. When the model exposes its U²-Net (`.net`), the graph gets a second output,
+  `disagreement` (N,): how far the three finest side outputs are from the fused map, relative to the
+  predicted foreground area; review routing uses it. Exports are cached by a hash of the weights.
+* `make_session` builds an InferenceSession for a small CPU box: intra-op threads = the cores this
+  process may use, one inter-op thread, full graph optimisation, no spin-waiting (the cores are shared
+  with decoding and with other processes, so spinning threads only steal time).
+* `FastSegmenter` does batched preprocessing (resize with PIL's reducing gap: `reduce()` then
+  LANCZOS), one session run per batch, and upsamples each probability map to its photo's size. It is
+  a drop-in for `backdrop.inference.Segmenter` (`probabilities(photo)`, `size`, `source`).
+
+Model specs accepted by `load_fast_segmenter`: `official:u2netp` / `official:u2net` (the official
+weights with the official preprocessing — each photo divided by its maximum — no registry needed), an `.onnx` file, and everything `backdrop.inference.load_segmenter`
+takes (`champion`, `models:/...`, a `model.pt`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+OPSET = 17  # onnxruntime 1.32 runs opsets up to 23; 17 is what the TorchScript exporter knows best
+EXPORT_VERSION = "2"  # bump when the exported graph changes (part of the cache key)
+SIDES_FOR_DISAGREEMENT = 3  # the finest side outputs; the coarse ones always disagree at edges
+RESIZE_REDUCING_GAP = 3.0  # PIL: reduce() by an integer factor first while >= 3x the target remains
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("BACKDROP_CACHE")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "backdrop") / "onnx"
+
+
+# ------------------------------------------------------------------------------------------- export
+
+
+def _serving_module(model):
+    """The module to trace: prob and, when the U²-Net is reachable, the side-output disagreement."""
+    import torch
+    from torch import nn
+
+    from backdrop.models.cutout import normalize
+
+    net = getattr(model, "net", None)
+    if net is None:
+        return model, ["prob"]
+
+    class _WithSides(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.net = inner
+
+        def forward(self, x):
+            outs = self.net(normalize(x))
+            prob = torch.sigmoid(outs[0])
+            sides = torch.sigmoid(torch.cat(outs[1:1 + SIDES_FOR_DISAGREEMENT], dim=1))  # (N,k,S,S)
+            diff = (sides - prob).abs().mean(dim=1).sum(dim=(1, 2))  # (N,)
+            area = prob.sum(dim=(1, 2, 3)) + 1.0
+            return prob, diff / area
+
+    return _WithSides(net).eval(), ["prob", "disagreement"]
+
+
+def weights_key(model) -> str:
+    """Content hash of a model's weights + the export code version."""
+    h = hashlib.sha256(f"{EXPORT_VERSION}|{OPSET}|{type(model).__name__}".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def export_onnx(model, size: int, dest: Path | None = None) -> Path:
+    """Export `model` (a CutoutModel) to ONNX; cached under `cache_dir()` by its weights' hash.
+
+    Batch, height and width are dynamic: U²-Net's resampling branches depend only on whether a stage
+    pools, not on the size, so one graph serves every input size (a multiple of 32 keeps the pooling
+    exact). `size` is only the tracing size.
+    """
+    import torch
+
+    model = model.eval()
+    dest = Path(dest) if dest else cache_dir() / f"cutout-{weights_key(model)}.onnx"
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    module, outputs = _serving_module(model)
+    dummy = torch.rand(1, 3, size, size)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    try:
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")  # TracerWarnings: shape checks are constant at a fixed size
+            torch.onnx.export(module, (dummy,), str(tmp), dynamo=False, opset_version=OPSET,
+                              input_names=["image"], output_names=outputs,
+                              dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "prob": {0: "n", 2: "h", 3: "w"},
+                                            **{o: {0: "n"} for o in outputs[1:]}})
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("exported %s (input %d px, outputs %s)", dest, size, outputs)
+    return dest
+
+
+# ------------------------------------------------------------------------------------------ session
+
+
+def make_session(path: Path | str, threads: int | None = None, spinning: bool = False):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or available_cores()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------------------------------------- preprocessing
+
+
+def to_input(photos, size: int, scale_to_max: bool = False) -> np.ndarray:
+    """RGB PIL photos → float32 (N,3,S,S) in [0,1] (LANCZOS after an integer pre-reduction).
+
+    `scale_to_max` divides each photo by its own maximum instead of 255: the official U²-Net
+    preprocessing (`ToTensorLab`), which the official weights were trained with. Models trained here
+    see x/255, so it is off for them.
+    """
+    from PIL import Image
+
+    batch = np.empty((len(photos), size, size, 3), np.uint8)
+    for i, photo in enumerate(photos):
+        rgb = photo if photo.mode == "RGB" else photo.convert("RGB")
+        batch[i] = np.asarray(rgb.resize((size, size), Image.Resampling.LANCZOS,
+                                         reducing_gap=RESIZE_REDUCING_GAP))
+    x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+    if scale_to_max:
+        return x / np.maximum(batch.reshape(len(photos), -1).max(axis=1), 1).astype(np.float32)[:, None, None, None]
+    return x * np.float32(1 / 255)
+
+
+def upsample(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(S,S) probability → float32 (H,W) at `size` = (W,H), bilinear, clipped to [0,1]."""
+    from PIL import Image
+
+    full = Image.fromarray(np.ascontiguousarray(prob, dtype=np.float32), mode="F").resize(
+        size, Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(full), 0.0, 1.0)
+
+
+def photo_from_path(path: Path, max_pixels: int = 64_000_000):
+    """Decode a photo file (header checked first), EXIF-rotated, RGB."""
+    from backdrop.serving.images import decode
+
+    return decode(Path(path).read_bytes(), max_pixels)
+
+
+# ------------------------------------------------------------------------------------------ segmenter
+
+
+@dataclass
+class Prediction:
+    prob: np.ndarray          # float32 (H,W) at the photo's size
+    small: np.ndarray         # float32 (S,S) at the model's size
+    disagreement: float | None  # side outputs vs fused (relative to foreground area); None if unknown
+
+
+@dataclass
+class FastSegmenter:
+    """onnxruntime session + batched pre/post-processing; thread-safe (runs are serialised)."""
+
+    session: object
+    size: int
+    source: str
+    onnx_file: str = ""
+    has_disagreement: bool = False
+    scale_to_max: bool = False  # official weights: x / max(x), as the official preprocessing
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """float32 (N,3,S,S) → ((N,S,S) probabilities, (N,) disagreement or None)."""
+        with self._lock:  # one run at a time: it already uses every core
+            outs = self.session.run(None, {"image": x})
+        return outs[0][:, 0], (outs[1] if len(outs) > 1 else None)
+
+    def predict_batch(self, photos) -> list[Prediction]:
+        if not photos:
+            return []
+        small, dis = self.run(to_input(photos, self.size, self.scale_to_max))
+        return [Prediction(upsample(small[i], photo.size), small[i], None if dis is None else float(dis[i]))
+                for i, photo in enumerate(photos)]
+
+    def probabilities(self, photo) -> np.ndarray:
+        """float32 (H,W) foreground probability at the photo's original size (Segmenter's contract)."""
+        return self.predict_batch([photo])[0].prob
+
+
+def _official_cutout(name: str):
+    from backdrop.models import build_model
+    from backdrop.models.cutout import CutoutModel
+
+    return CutoutModel(build_model(name, init="official"), 320, name).eval()
+
+
+def segmenter_from_model(model, size: int, source: str, threads: int | None = None) -> FastSegmenter:
+    path = export_onnx(model, 320)
+    session = make_session(path, threads)
+    names = [o.name for o in session.get_outputs()]
+    return FastSegmenter(session, size, source, str(path), "disagreement" in names)
+
+
+def segmenter_from_onnx(path: Path, source: str | None = None, threads: int | None = None,
+                        size: int | None = None) -> FastSegmenter:
+    session = make_session(path, threads)
+    inp = session.get_inputs()[0]
+    size = size or (inp.shape[-1] if isinstance(inp.shape[-1], int) else 320)
+    names = [o.name for o in session.get_outputs()]
+    if inp.name != "image":
+        raise ValueError(f"{path}: expected an input named 'image' (CutoutModel contract), got {inp.name!r}")
+    return FastSegmenter(session, int(size), source or str(path), str(path), "disagreement" in names)
+
+
+def load_fast_segmenter(spec: str = "champion", threads: int | None = None,
+                        size: int | None = None) -> FastSegmenter:
+    """A FastSegmenter for a model spec (see the module doc); exports once per weights, then cached.
+
+    `size` overrides the model's input size (default: the size it was trained at; 320 for official).
+    """
+    if size is not None and (size < 32 or size % 32):
+        raise ValueError(f"size {size}: must be a multiple of 32 (U²-Net pools 5 times)")
+    if spec.startswith("official:"):
+        name = spec.split(":", 1)[1]
+        seg = segmenter_from_model(_official_cutout(name), size or 320, spec, threads)
+        seg.scale_to_max = True
+        return seg
+    if spec.endswith(".onnx"):
+        return segmenter_from_onnx(Path(spec), threads=threads, size=size)
+    from backdrop.inference import load_segmenter
+
+    base = load_segmenter(spec)
+    return segmenter_from_model(base.model, size or base.size, base.source, threads)
+
+
+def encode(image, fmt: str) -> tuple[bytes, str]:
+    """A composed output as file bytes: PNG for rgba/mask, JPEG for white."""
+    buf = io.BytesIO()
+    if fmt == "white":
+        image.save(buf, format="JPEG", quality=92, optimize=False)
+        return buf.getvalue(), "image/jpeg"
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue(), "image/png"

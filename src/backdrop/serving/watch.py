@@ -1,0 +1,529 @@
+"""`backdrop watch DIR`: cut out every photo dropped into an upload folder, exactly once.
+
+State lives next to the uploads, in `DIR/.backdrop/`:
+
+* `ledger.sqlite` — one row per photo *content* (sha256): status `processing | retry | done | failed`,
+  attempts, the output path, the error. A file whose (name, size, mtime) is already settled in the
+  ledger is skipped without being read again; a renamed copy of a processed photo is skipped by its
+  hash. The Airflow trigger (`trigger.py`) reads the same ledger to tell new uploads from old ones.
+* `lock` — an flock held by the one process working on the folder (a watcher or a DAG run); the OS
+  releases it when that process dies, so a killed watcher never blocks its successor.
+
+Exactly once, also across `kill -9`: the output is written to a temp file and renamed into place
+(atomic), and it carries the source's sha256 (PNG text chunk / JPEG comment). The ledger row says
+`processing` with the chosen output path *before* the rename and `done` after. A restart that finds
+`processing` checks whether the output already exists with that sha256 — then the photo was
+published and is only marked done; otherwise it is processed again (nothing was published).
+
+Failures (unreadable photo, model error) are retried `serve.watch_retries` times with a growing delay
+(a half-copied file often reads as truncated); after that the photo moves to `DIR/failed/` with a
+`<name>.reason.json` next to it. Low-confidence cut-outs go to the review queue instead of the output
+folder (`review.py`). Every cut-out is written to the prediction log (monitoring) when
+`monitoring.record_predictions` is on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import logging
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from backdrop.io import BadImageError, atomic_path
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = ".backdrop"
+FAILED_DIR = "failed"
+TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".swp")
+SHA_KEY = "backdrop-source-sha256"
+EXT = {"rgba": ".png", "mask": ".png", "white": ".jpg"}
+RESCAN_S = 30.0  # safety-net scan (missed inotify events); not a poll loop doing work
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def is_candidate(path: Path) -> bool:
+    name = path.name
+    return not name.startswith(".") and not name.endswith(TEMP_SUFFIXES) and path.is_file()
+
+
+# ------------------------------------------------------------------------------------------- ledger
+
+
+class Ledger:
+    SCHEMA = """
+    CREATE TABLE IF NOT EXISTS files (
+        sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+        status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, output TEXT, routed INTEGER DEFAULT 0,
+        confidence REAL, error TEXT, logged INTEGER NOT NULL DEFAULT 0, publications INTEGER NOT NULL DEFAULT 0,
+        first_seen TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX IF NOT EXISTS files_stat ON files (name, size, mtime_ns);
+    CREATE TABLE IF NOT EXISTS aliases (
+        name TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL,
+        PRIMARY KEY (name, size, mtime_ns));
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(self.SCHEMA)
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    def known_stat(self, name: str, size: int, mtime_ns: int) -> sqlite3.Row | None:
+        """The settled row of a file seen before with exactly this name, size and mtime."""
+        return self.db.execute(
+            "SELECT f.* FROM aliases a JOIN files f ON f.sha256 = a.sha256 "
+            "WHERE a.name=? AND a.size=? AND a.mtime_ns=?", (name, size, mtime_ns)).fetchone()
+
+    def get(self, sha: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM files WHERE sha256=?", (sha,)).fetchone()
+
+    def remember(self, name: str, size: int, mtime_ns: int, sha: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)", (name, size, mtime_ns, sha))
+
+    def start(self, sha: str, name: str, size: int, mtime_ns: int, output: str) -> int:
+        now = utcnow()
+        self.db.execute(
+            "INSERT INTO files (sha256, name, size, mtime_ns, status, attempts, output, first_seen, updated_at) "
+            "VALUES (?,?,?,?, 'processing', 1, ?, ?, ?) ON CONFLICT(sha256) DO UPDATE SET "
+            "status='processing', attempts=attempts+1, output=excluded.output, name=excluded.name, "
+            "size=excluded.size, mtime_ns=excluded.mtime_ns, updated_at=excluded.updated_at",
+            (sha, name, size, mtime_ns, output, now, now))
+        return int(self.get(sha)["attempts"])
+
+    def set(self, sha: str, **values) -> None:
+        values["updated_at"] = utcnow()
+        cols = ", ".join(f"{k}=?" for k in values)
+        self.db.execute(f"UPDATE files SET {cols} WHERE sha256=?", (*values.values(), sha))
+
+    def done(self, sha: str, output: str, routed: bool, conf: float | None) -> None:
+        self.db.execute("UPDATE files SET status='done', output=?, routed=?, confidence=?, error=NULL, "
+                        "publications=publications+1, updated_at=? WHERE sha256=?",
+                        (output, int(routed), conf, utcnow(), sha))
+
+    def rows(self, status: str | None = None) -> list[sqlite3.Row]:
+        if status:
+            return self.db.execute("SELECT * FROM files WHERE status=? ORDER BY first_seen", (status,)).fetchall()
+        return self.db.execute("SELECT * FROM files ORDER BY first_seen").fetchall()
+
+
+@contextmanager
+def folder_lock(state: Path, wait_s: float | None):
+    """Exclusive lock on an upload folder; wait_s=None fails at once when another process holds it."""
+    state.mkdir(parents=True, exist_ok=True)
+    fh = open(state / "lock", "a+")  # noqa: SIM115
+    deadline = time.monotonic() + (wait_s or 0)
+    try:
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait_s is None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{state.parent}: another backdrop process is working on this folder "
+                                       f"(lock {state / 'lock'})") from None
+                time.sleep(0.5)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # releases the flock
+
+
+def embedded_sha(path: Path) -> str | None:
+    """The source sha256 an output carries, or None (missing, unreadable, or not ours)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.info.get(SHA_KEY) or _from_comment(img.info.get("comment"))
+    except Exception:
+        return None
+
+
+def _from_comment(comment) -> str | None:
+    if isinstance(comment, bytes):
+        comment = comment.decode("ascii", "ignore")
+    if isinstance(comment, str) and comment.startswith(SHA_KEY + "="):
+        return comment.split("=", 1)[1]
+    return None
+
+
+def encode_tagged(image, fmt: str, sha: str) -> bytes:
+    """Output bytes carrying the source sha256 (PNG tEXt chunk, JPEG comment)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    buf = io.BytesIO()
+    if fmt == "white":
+        image.save(buf, format="JPEG", quality=92, comment=f"{SHA_KEY}={sha}".encode())
+    else:
+        info = PngInfo()
+        info.add_text(SHA_KEY, sha)
+        image.save(buf, format="PNG", pnginfo=info, compress_level=1)
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------ watcher
+
+
+@dataclass
+class Stats:
+    published: int = 0
+    routed: int = 0
+    failed: int = 0
+    retried: int = 0
+    skipped: int = 0
+    recovered: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Pending:
+    path: Path
+    size: int
+    mtime_ns: int
+    sha: str
+    data: bytes
+
+
+@dataclass
+class UploadProcessor:
+    """Processes an upload folder; `run_once` is one pass (the DAG task), `watch` loops on file events."""
+
+    upload_dir: Path
+    out_dir: Path
+    review_dir: Path
+    model: str = "champion"
+    fmt: str = "rgba"
+    size: int | None = None
+    batch_size: int = 4
+    retries: int = 2
+    settle_s: float = 0.5
+    review_threshold: float = 0.9
+    max_pixels: int = 40_000_000
+    record: bool | None = None  # None: monitoring.record_predictions
+    retry_delay_s: float = 1.0
+    stats: Stats = field(default_factory=Stats)
+
+    def __post_init__(self) -> None:
+        self.upload_dir = Path(self.upload_dir).resolve()
+        self.out_dir = Path(self.out_dir).resolve()
+        self.review_dir = Path(self.review_dir).resolve()
+        self.state = self.upload_dir / STATE_DIR
+        self.failed_dir = self.upload_dir / FAILED_DIR
+        self._segmenter = None
+        self._recorder = None
+        self._not_before: dict[str, float] = {}
+        self._wake = threading.Event()
+        self.ledger: Ledger | None = None
+
+    # -- model and log, loaded lazily once
+    @property
+    def segmenter(self):
+        if self._segmenter is None:
+            from backdrop.serving.onnx_fast import load_fast_segmenter
+
+            self._segmenter = load_fast_segmenter(self.model, size=self.size)
+        return self._segmenter
+
+    def _recording(self) -> bool:
+        from backdrop.config import load_params
+
+        return load_params().monitoring.record_predictions if self.record is None else self.record
+
+    def _record(self, path: Path, photo, prob) -> bool:
+        if not self._recording():
+            return False
+        if self._recorder is None:
+            from backdrop.config import load_params
+            from backdrop.monitoring.predlog import PredictionRecorder
+
+            self._recorder = PredictionRecorder(load_params(), self.segmenter.source)
+        self._recorder.record(path, photo, prob)
+        return True
+
+    # -- scanning
+    def _candidates(self) -> list[Path]:
+        try:
+            entries = sorted(self.upload_dir.iterdir())
+        except FileNotFoundError:
+            return []
+        return [p for p in entries if is_candidate(p)]
+
+    def _settled(self, path: Path) -> tuple[int, int] | None:
+        """(size, mtime_ns) once the file has not changed for settle_s, else None (look again later)."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None
+        age = time.time() - st.st_mtime
+        if age < self.settle_s:
+            self._not_before[path.name] = time.monotonic() + (self.settle_s - age)
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def _recover(self) -> None:
+        """Rows left `processing` by a killed process: published already, or to be redone."""
+        from backdrop.serving.review import ReviewQueue
+
+        queued = {r["sha256"] for r in ReviewQueue(self.review_dir).rows()}
+        for row in self.ledger.rows("processing"):
+            out = Path(row["output"]) if row["output"] else None
+            if row["sha256"] in queued:
+                self.ledger.done(row["sha256"], row["output"] or "", True, row["confidence"])
+                self.stats.recovered += 1
+            elif out is not None and out.exists() and embedded_sha(out) == row["sha256"]:
+                self.ledger.done(row["sha256"], str(out), False, row["confidence"])
+                self.stats.recovered += 1
+            else:
+                self.ledger.set(row["sha256"], status="retry", error="interrupted (process stopped)")
+        # done but not yet in the prediction log (killed between the two): log now
+        for row in self.ledger.rows("done") if self._recording() else []:
+            if not row["logged"] and row["output"]:
+                src = self.upload_dir / row["name"]
+                if src.exists():
+                    self._log_row(row["sha256"], src)
+
+    def _log_row(self, sha: str, src: Path) -> None:
+        try:
+            from backdrop.serving.onnx_fast import photo_from_path
+
+            photo = photo_from_path(src, self.max_pixels)
+            if self._record(src, photo, self.segmenter.probabilities(photo)):
+                self.ledger.set(sha, logged=1)
+        except Exception:
+            log.exception("%s: prediction log write failed", src)
+
+    def _due(self, limit: int, seen: set[str]) -> list[_Pending]:
+        """Up to `limit` settled, unprocessed files whose retry delay has passed.
+
+        `seen` holds the names and hashes handled earlier in this pass, so a pass ends.
+        """
+        due: list[_Pending] = []
+        now = time.monotonic()
+        candidates = self._candidates()
+        names = {p.name for p in candidates}
+        for name in [n for n in self._not_before if n not in names]:
+            del self._not_before[name]  # moved away or deleted meanwhile
+        for path in candidates:
+            if len(due) >= limit:
+                break
+            if path.name in seen:  # handled in this pass already (a retry waits for the next pass)
+                continue
+            if self._not_before.get(path.name, 0) > now:
+                continue
+            self._not_before.pop(path.name, None)
+            settled = self._settled(path)
+            if settled is None:
+                continue
+            size, mtime_ns = settled
+            row = self.ledger.known_stat(path.name, size, mtime_ns)
+            if row is not None and row["status"] in ("done", "failed"):
+                continue
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            seen.add(path.name)
+            self.ledger.remember(path.name, size, mtime_ns, sha)
+            if sha in seen:
+                self.stats.skipped += 1  # a copy of a photo handled in this pass
+                continue
+            seen.add(sha)
+            row = self.ledger.get(sha)
+            if row is not None and row["status"] in ("done", "failed"):
+                self.stats.skipped += 1  # same content under another name: already handled
+                log.info("%s: same content as %s (already %s)", path.name, row["name"], row["status"])
+                continue
+            due.append(_Pending(path, size, mtime_ns, sha, data))
+        return due
+
+    # -- processing
+    def _dest(self, path: Path, sha: str) -> Path:
+        dest = self.out_dir / f"{path.stem}{EXT[self.fmt]}"
+        if dest.exists() and embedded_sha(dest) not in (None, sha):
+            dest = self.out_dir / f"{path.stem}-{sha[:8]}{EXT[self.fmt]}"  # another photo with that stem
+        return dest
+
+    def _fail(self, item: _Pending, exc: Exception, attempts: int) -> None:
+        reason = getattr(exc, "reason", type(exc).__name__)
+        if attempts <= self.retries:
+            delay = self.retry_delay_s * attempts
+            self.ledger.set(item.sha, status="retry", error=f"{reason}: {exc}")
+            self._not_before[item.path.name] = time.monotonic() + delay
+            self.stats.retried += 1
+            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", item.path.name, attempts, exc, delay)
+            return
+        self.failed_dir.mkdir(parents=True, exist_ok=True)
+        dest = self.failed_dir / item.path.name
+        report = {"name": item.path.name, "sha256": item.sha, "reason": reason, "message": str(exc),
+                  "attempts": attempts, "failed_at": utcnow()}
+        from backdrop.io import write_json
+
+        write_json(self.failed_dir / f"{item.path.name}.reason.json", report)
+        with suppress(FileNotFoundError):
+            os.replace(item.path, dest)
+        self.ledger.set(item.sha, status="failed", error=f"{reason}: {exc}", output=str(dest))
+        self.stats.failed += 1
+        log.error("%s: failed after %d attempt(s) (%s); moved to %s", item.path.name, attempts, exc, dest)
+
+    def _process_batch(self, batch: list[_Pending]) -> None:
+        from backdrop.inference import compose
+        from backdrop.serving.images import decode
+        from backdrop.serving.review import ReviewQueue, confidence
+
+        seg = self.segmenter
+        ready = []
+        for item in batch:
+            attempts = self.ledger.start(item.sha, item.path.name, item.size, item.mtime_ns,
+                                         str(self._dest(item.path, item.sha)))
+            try:
+                ready.append((item, attempts, decode(item.data, self.max_pixels)))
+            except BadImageError as exc:
+                self._fail(item, exc, attempts)
+        if not ready:
+            return
+        try:
+            preds = seg.predict_batch([photo for _, _, photo in ready])
+        except Exception as exc:  # model failure: every photo of the batch is retried
+            for item, attempts, _ in ready:
+                self._fail(item, exc, attempts)
+            return
+        queue = ReviewQueue(self.review_dir)
+        for (item, attempts, photo), pred in zip(ready, preds, strict=True):
+            try:
+                conf = confidence(pred.small, pred.disagreement)
+                body = encode_tagged(compose(photo, pred.prob, self.fmt), self.fmt, item.sha)
+                if conf.score < self.review_threshold:
+                    out = queue.add(item.path.name, item.sha, item.path, body, EXT[self.fmt], conf, seg.source)
+                    routed = True
+                    self.stats.routed += 1
+                else:
+                    out = Path(self.ledger.get(item.sha)["output"])
+                    with atomic_path(out) as tmp:
+                        tmp.write_bytes(body)
+                    routed = False
+                    self.stats.published += 1
+                self.ledger.done(item.sha, str(out), routed, conf.score)
+            except Exception as exc:
+                self._fail(item, exc, attempts)
+                continue
+            try:
+                if self._record(item.path, photo, pred.prob):
+                    self.ledger.set(item.sha, logged=1)
+            except Exception:
+                log.exception("%s: prediction log write failed (the cut-out is published)", item.path.name)
+
+    def _pass(self) -> int:
+        """Process every due file, a batch at a time (only one batch of photos in memory)."""
+        seen: set[str] = set()
+        n = 0
+        while due := self._due(self.batch_size, seen):
+            self._process_batch(due)
+            n += len(due)
+        return n
+
+    def _next_wake(self) -> float:
+        now = time.monotonic()
+        pending = [t - now for t in self._not_before.values() if t > now]
+        return max(0.05, min([RESCAN_S, *pending]))
+
+    def _open(self) -> None:
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger = Ledger(self.state / "ledger.sqlite")
+        self._recover()
+
+    def run_once(self, lock_wait_s: float = 600.0) -> Stats:
+        """Process everything there now (waiting for files still settling and for retries); then return."""
+        with folder_lock(self.state, lock_wait_s):
+            self._open()
+            try:
+                while True:
+                    self._pass()
+                    if not self._not_before:  # no file settling, no retry pending
+                        break
+                    time.sleep(max(0.05, min(self._not_before.values()) - time.monotonic()))
+            finally:
+                self.ledger.close()
+        return self.stats
+
+    def watch(self, stop: threading.Event | None = None) -> None:
+        """Process what is there, then every new file as it arrives (inotify via watchdog)."""
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        stop = stop or threading.Event()
+        wake = self._wake
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event):  # created, modified, moved into, closed after writing
+                if not event.is_directory:
+                    wake.set()
+
+        with folder_lock(self.state, None):
+            self._open()
+            self.segmenter  # noqa: B018  (load the model before the first photo arrives)
+            observer = Observer()
+            observer.schedule(_Handler(), str(self.upload_dir), recursive=False)
+            observer.start()
+            log.info("watching %s → %s (review: %s, model %s)", self.upload_dir, self.out_dir, self.review_dir,
+                     self.segmenter.source)
+            try:
+                while not stop.is_set():
+                    wake.clear()
+                    if self._pass():
+                        continue  # more may have arrived meanwhile
+                    wake.wait(self._next_wake())
+            finally:
+                observer.stop()
+                observer.join(timeout=5)
+                self.ledger.close()
+
+
+def from_params(upload_dir: Path | None = None, out_dir: Path | None = None, review_dir: Path | None = None,
+                model: str | None = None, fmt: str | None = None, size: int | None = None,
+                record: bool | None = None) -> UploadProcessor:
+    from backdrop.config import load_params, resolve
+
+    sp = load_params().serve
+    return UploadProcessor(
+        upload_dir=Path(upload_dir) if upload_dir else resolve(sp.upload_dir),
+        out_dir=Path(out_dir) if out_dir else resolve(sp.out_dir),
+        review_dir=Path(review_dir) if review_dir else resolve(sp.review_dir),
+        model=model or sp.model, fmt=fmt or sp.format, size=size, batch_size=sp.batch_size,
+        retries=sp.watch_retries, settle_s=sp.watch_settle_s, review_threshold=sp.review_threshold,
+        max_pixels=sp.max_pixels, record=record)
+
+
+def summary(upload_dir: Path) -> dict:
+    """Ledger counts per status (for the CLI and the DAG's return value)."""
+    path = Path(upload_dir) / STATE_DIR / "ledger.sqlite"
+    if not path.exists():
+        return {}
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT status, count(*) FROM files GROUP BY status").fetchall())
+
+

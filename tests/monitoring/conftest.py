@@ -1,0 +1,116 @@
+"""Real local services for the monitoring tests: a webhook receiver, an SMTP server, a PostgreSQL database.
+
+Nothing is mocked: the webhook is an `http.server` on 127.0.0.1 (ephemeral port) that keeps every JSON
+body it receives, the SMTP server is aiosmtpd keeping every message, and PostgreSQL is the server on
+127.0.0.1:5432 with a throw-away database per test session.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+import threading
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+@pytest.fixture()
+def webhook():
+    """URL of a local webhook receiver and the list of JSON bodies it got."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server API)
+            length = int(self.headers.get("Content-Length", 0))
+            received.append(json.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):  # keep pytest output clean
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks/on-call", received
+    server.shutdown()
+    server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def smtp():
+    """(host, port) of a local aiosmtpd server and the list of email messages it accepted."""
+    from aiosmtpd.controller import Controller
+
+    received = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd API)
+            msg = message_from_bytes(envelope.content)
+            received.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos), "subject": msg["Subject"],
+                             "body": msg.get_payload(decode=True).decode()})
+            return "250 Message accepted for delivery"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    yield ("127.0.0.1", controller.port), received
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A throw-away PostgreSQL database `backdrop_test_<random>`; dropped afterwards. Fails if no server."""
+    import psycopg2
+
+    name = f"backdrop_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
+    except psycopg2.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is required for these tests and is not reachable at "
+                    f"{PG['host']}:{PG['port']} as user {PG['user']}: {exc}", pytrace=False)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg2://{PG['user']}@{PG['host']}:{PG['port']}/{name}"
+    try:
+        yield url
+    finally:
+        from backdrop.monitoring.predlog import engine_for
+
+        engine_for(url).dispose()
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def monitoring_params(project: Path, tmp: Path, **overrides):
+    """Write `tmp/params.yaml`: the pipeline project's params, monitoring pointed at `tmp` and test-sized.
+
+    Returns the loaded params; set $BACKDROP_PARAMS to `tmp/params.yaml` for code that loads params itself.
+    """
+    import yaml
+
+    from backdrop.config import load_params
+
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["monitoring"] = {**raw.get("monitoring", {}),
+                         "db_url": f"sqlite:///{tmp / 'monitoring.db'}", "store_dir": str(tmp / "store"),
+                         "inbox_dir": str(tmp / "inbox"), "reports_dir": str(tmp / "reports"),
+                         "export_dir": str(tmp / "drop"), "min_samples": 6, "window_hours": 1.0,
+                         "reference_hours": 2.0, "mlflow_experiment": "backdrop-monitoring-test", **overrides}
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return load_params(path)

@@ -1,0 +1,61 @@
+"""The ONNX fast path agrees with the PyTorch path; confidence behaves; the decoder refuses bad bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backdrop.io import BadImageError
+from backdrop.serving.images import decode, sniff
+from backdrop.serving.review import confidence
+
+from .conftest import jpeg_bytes
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def test_onnx_agrees_with_torch_at_original_size():
+    from backdrop.data.synth import render_item
+    from backdrop.inference import Segmenter
+    from backdrop.serving.onnx_fast import _official_cutout, load_fast_segmenter
+
+    size = 192  # any multiple of 32 runs on the one exported graph; smaller keeps the test quick
+    fast = load_fast_segmenter("official:u2netp", size=size)
+    assert fast.has_disagreement and fast.size == size and fast.scale_to_max
+    fast.scale_to_max = False  # the PyTorch path feeds x/255 (what models trained here expect)
+    torch_path = Segmenter(_official_cutout("u2netp"), size, "torch")
+    photos = [render_item(21, i, min_side=300, max_side=520)[0] for i in range(3)]
+    preds = fast.predict_batch(photos)  # one batched session run
+    for photo, pred in zip(photos, preds, strict=True):
+        ref = torch_path.probabilities(photo)
+        assert pred.prob.shape == ref.shape == (photo.height, photo.width)
+        assert _iou(pred.prob > 0.5, ref > 0.5) >= 0.995
+        assert np.abs(pred.prob - ref).mean() < 0.01
+        assert pred.disagreement is not None and 0 <= pred.disagreement < 1
+    # batch of 3 == three single runs
+    single = fast.probabilities(photos[1])
+    assert np.abs(single - preds[1].prob).max() < 1e-3
+
+
+def test_confidence_prefers_crisp_maps():
+    yy, xx = np.mgrid[0:100, 0:100]
+    crisp = ((np.abs(xx - 50) < 25) & (np.abs(yy - 50) < 30)).astype(np.float32)
+    soft = np.clip(1.2 - np.hypot(xx - 50, yy - 50) / 30, 0, 1).astype(np.float32)
+    assert confidence(crisp).score == 1.0
+    assert confidence(soft).score < 0.8
+    assert confidence(crisp, disagreement=0.2).score == pytest.approx(0.8)
+    assert confidence(np.zeros((50, 50), np.float32)).score == 0.0  # nothing found: review
+
+
+def test_decoder_sniffs_bytes_and_checks_the_header_first():
+    good = jpeg_bytes((120, 160))
+    assert sniff(good).mime == "image/jpeg" and sniff(b"GIF89a....") is None
+    assert decode(good, max_pixels=10**6).size in ((120, 160), (160, 120))
+    with pytest.raises(BadImageError) as err:
+        decode(good, max_pixels=1000)  # too many pixels for this limit: refused before decoding
+    assert err.value.reason == "too_large"
+    with pytest.raises(BadImageError) as err:
+        decode(good[:200], max_pixels=10**6)
+    assert err.value.reason == "corrupt_file"
