@@ -39,7 +39,7 @@ class Segmenter:
         from PIL import Image
 
         rgb = photo.convert("RGB")
-        small = np.asarray(rgb.resize((self.size, self.size), Image.Resampling.LANCZOS))
+        small = np.array(rgb.resize((self.size, self.size), Image.Resampling.LANCZOS))  # writable for torch
         x = torch.from_numpy(small).permute(2, 0, 1)[None].float().div_(255.0)  # (1,3,S,S)
         with torch.inference_mode():
             prob = self.model(x)[0, 0].numpy()  # (S,S)

@@ -83,11 +83,11 @@ def test_horovod_killed_run_resumes_and_matches_ddp(ddp_run, project):
     params = write_params(project, "hvd", backend="horovod", **DIST_TRAIN)
     state = train_until_first_checkpoint_then_sigkill(project, params, "--np", "2")
     out = state["out"]
-    assert state["epoch"] == 1 and not state["done"]
+    assert state["epoch"] == 1 and not state["done"], state["history"]
     deadline = time.monotonic() + 20
     while (alive := _workers_of(out)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not alive, f"ranks outlived the killed launcher: {[p.pid for p in alive]}"
+    assert not alive, f"ranks outlived the killed launcher: {[(p.pid, p.info['cmdline']) for p in alive]}"
 
     proc = backdrop_train(project, params, "--np", "2", "--resume")
     log = proc.stdout + proc.stderr

@@ -108,14 +108,16 @@ def train_until_first_checkpoint_then_sigkill(root: Path, params: Path, *args: s
     """Start `backdrop train`, SIGKILL its whole process group as soon as checkpoint.pt appears."""
     out = root / "models" / params.stem.removeprefix("params-")
     ckpt = out / "checkpoint.pt"
-    proc = subprocess.Popen([str(BIN / "backdrop"), "train", "--params", str(params), *args], cwd=root,
-                            env=env_for(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    log_path = root / f"{params.stem}.killed.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(BIN / "backdrop"), "train", "--params", str(params), *args], cwd=root,
+                                env=env_for(root), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
         while not ckpt.exists():
-            assert proc.poll() is None, f"training ended before a checkpoint: {proc.stdout.read()[-4000:]}"
-            assert time.monotonic() < deadline, "no checkpoint in time"
+            assert proc.poll() is None, f"training ended before a checkpoint:\n{log_path.read_text()[-5000:]}"
+            assert time.monotonic() < deadline, f"no checkpoint in time:\n{log_path.read_text()[-5000:]}"
             time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
@@ -123,7 +125,7 @@ def train_until_first_checkpoint_then_sigkill(root: Path, params: Path, *args: s
             with _suppress():
                 os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-5000:]
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     return {"epoch": state["epoch"], "done": state["done"], "history": state["history"], "out": out}
 

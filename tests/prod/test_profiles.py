@@ -52,6 +52,7 @@ def _parse(env: dict[str, str], tmp_path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two DagBag parses in fresh interpreters
 def test_same_dag_file_parses_to_the_same_dag_under_both_profiles(tmp_path):
     local = _parse({**_clean_env(), "BACKDROP_PROFILE": "local"}, tmp_path / "l")
     prod = _parse({**_clean_env(), **production_env(**DUMMY)}, tmp_path / "p")
@@ -90,6 +91,7 @@ def test_production_env_is_complete_and_every_setting_is_checked():
     assert missing_settings(env) == []
 
 
+@pytest.mark.slow  # doctor imports Airflow, MLflow and DVC
 def test_doctor_names_each_problem_and_its_fix(tmp_path):
     """Production profile pointed at closed ports: every service check fails with a fix, exit 1."""
     env = {**_clean_env(), **production_env(**DUMMY), "AIRFLOW_HOME": str(tmp_path / "airflow"),

@@ -21,12 +21,12 @@ def test_onnx_agrees_with_torch_at_original_size():
     from backdrop.inference import Segmenter
     from backdrop.serving.onnx_fast import _official_cutout, load_fast_segmenter
 
-    size = 192  # any multiple of 32 runs on the one exported graph; smaller keeps the test quick
+    size = 160  # any multiple of 32 runs on the one exported graph; smaller keeps the test quick
     fast = load_fast_segmenter("official:u2netp", size=size)
     assert fast.has_disagreement and fast.size == size and fast.scale_to_max
     fast.scale_to_max = False  # the PyTorch path feeds x/255 (what models trained here expect)
     torch_path = Segmenter(_official_cutout("u2netp"), size, "torch")
-    photos = [render_item(21, i, min_side=300, max_side=520)[0] for i in range(3)]
+    photos = [render_item(21, i, min_side=300, max_side=520)[0] for i in range(2)]
     preds = fast.predict_batch(photos)  # one batched session run
     for photo, pred in zip(photos, preds, strict=True):
         ref = torch_path.probabilities(photo)
@@ -34,7 +34,7 @@ def test_onnx_agrees_with_torch_at_original_size():
         assert _iou(pred.prob > 0.5, ref > 0.5) >= 0.995
         assert np.abs(pred.prob - ref).mean() < 0.01
         assert pred.disagreement is not None and 0 <= pred.disagreement < 1
-    # batch of 3 == three single runs
+    # a batch of 2 == two single runs
     single = fast.probabilities(photos[1])
     assert np.abs(single - preds[1].prob).max() < 1e-3
 

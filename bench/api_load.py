@@ -1,0 +1,129 @@
+"""API load: N concurrent clients post product photos to a real `backdrop serve` for D seconds.
+
+Reports requests/s, p50/p95/max latency, errors, and the server's resident memory at start and end
+(bounded memory = no growth beyond the first requests' working set). Writes
+bench/results/api_load.json.
+
+    .venv/bin/python bench/api_load.py [--clients 2] [--seconds 60] [--model official:u2netp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def start_server(model: str, project: Path) -> tuple[subprocess.Popen, int]:
+    """The server runs in a scratch project (its prediction log and review queue land there)."""
+    shutil.copyfile(ROOT / "params.yaml", project / "params.yaml")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BACKDROP_PROJECT_DIR": str(project)}
+    env.pop("BACKDROP_API_TOKEN", None)
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "backdrop"), "serve", "--model", model,
+                             "--host", "127.0.0.1", "--port", "0"], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    for line in proc.stdout:
+        m = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
+        if m:
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            return proc, int(m.group(1))
+    raise RuntimeError("server did not start")
+
+
+def rss_mb(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    import httpx
+
+    from backdrop.data.synth import render_item
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--model", default="official:u2netp")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "api_load.json")
+    args = ap.parse_args(argv)
+
+    photos = []
+    for i in range(8):
+        photo, _, _ = render_item(77, i, min_side=800, max_side=1200)
+        buf = io.BytesIO()
+        photo.save(buf, format="JPEG", quality=90)
+        photos.append(buf.getvalue())
+    scratch = tempfile.TemporaryDirectory(prefix="backdrop-api-load-")
+    proc, port = start_server(args.model, Path(scratch.name))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=120) as c:  # warm-up
+            c.post("/v1/remove", content=photos[0]).raise_for_status()
+        rss_start = rss_mb(proc.pid)
+        latencies: list[float] = []
+        errors: list[str] = []
+        rss_peak = [rss_start]
+        stop = time.monotonic() + args.seconds
+
+        def client(k: int) -> None:
+            with httpx.Client(base_url=url, timeout=120) as c:
+                i = k
+                while time.monotonic() < stop:
+                    t = time.perf_counter()
+                    r = c.post("/v1/remove", files={"file": (f"p{i}.jpg", photos[i % len(photos)], "image/jpeg")})
+                    latencies.append(time.perf_counter() - t)
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code}: {r.text[:200]}")
+                    i += 1
+
+        def sample() -> None:
+            while time.monotonic() < stop:
+                rss_peak[0] = max(rss_peak[0], rss_mb(proc.pid))
+                time.sleep(1)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
+        threads.append(threading.Thread(target=sample, daemon=True))
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads[:-1]:
+            t.join()
+        wall = time.monotonic() - t0
+        rss_end = rss_mb(proc.pid)
+        lat = sorted(latencies)
+        report = {
+            "clients": args.clients, "seconds": round(wall, 1), "requests": len(lat), "errors": len(errors),
+            "error_samples": errors[:3], "requests_per_s": round(len(lat) / wall, 3),
+            "latency_s": {"p50": round(statistics.median(lat), 3),
+                          "p95": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3), "max": round(lat[-1], 3)},
+            "server_rss_mb": {"after_warmup": round(rss_start, 1), "peak": round(rss_peak[0], 1),
+                              "end": round(rss_end, 1)},
+            "photo_sides": [800, 1200], "model": args.model, "loadavg_at_end": list(os.getloadavg()),
+        }
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+        scratch.cleanup()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return 0 if not errors else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
