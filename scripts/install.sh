@@ -47,6 +47,14 @@ else
   echo "WARNING: not root; install it with: sudo apt-get install dataset-fashion-mnist"
 fi
 
+step "docker-compose (Debian package; tests validate docker/compose.yaml with it)"
+if command -v docker-compose >/dev/null 2>&1; then echo "present"
+elif [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -q docker-compose >/dev/null 2>&1 \
+     || (apt-get update -q >/dev/null && apt-get install -y -q docker-compose >/dev/null)) \
+     && echo "installed" || echo "WARNING: could not install docker-compose (tests/prod/test_docker.py will fail and say so)"
+else echo "WARNING: not root; install it with: sudo apt-get install docker-compose"; fi
+
 step "Airflow home in $ROOT/.airflow (SQLite, LocalExecutor, sized for 2 cores)"
 mkdir -p .airflow
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
