@@ -1,12 +1,14 @@
 """Training throughput: 1 process vs Horovod 2 processes vs DDP 2 processes, same data, one run.
 
-    .venv/bin/python bench/train_bench.py [--size 160] [--n 60] [--epochs 2] [--batch 8]
+    .venv/bin/python bench/train_bench.py [--size 96] [--n 30] [--epochs 2] [--batch 8] [--rounds 1]
 
-Builds a prepared set from `backdrop data synth` output (prepare + cluster stages) in a temp
-dir, then runs the real `backdrop train` for each configuration (`--np 1`, `--np 2 --backend
-horovod`, `--np 2 --backend ddp`). images/s is the mean over the epochs after the first (the
-first one pays one-off kernel set-up) of global training images / epoch wall time (slowest
-rank), as logged by train. `train.batch_size` is per process, so 2 processes run a 2× global batch.
+Builds a prepared set from `backdrop data synth` output (prepare + cluster stages) in a temp dir,
+then runs the real `backdrop train` for each configuration (`--np 1`, `--np 2 --backend horovod`,
+`--np 2 --backend ddp`), `--rounds` times in A B C C B A order (the machine is shared: a drift in
+load then hits every configuration alike), and reports the mean. images/s is the mean over the
+epochs after the first (the first pays one-off kernel set-up) of global training images / epoch
+wall time (slowest rank), as logged by train. `train.batch_size` is per process, so 2 processes
+run a 2x global batch.
 Writes bench/results/train.json with machine info, the load average around each run, and the
 Horovod/DDP ratio (issue 5 target: Horovod not slower than DDP by more than 10 %, ratio ≥ 0.9).
 """
@@ -97,12 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="u2netp", choices=["u2netp", "u2net"])
     ap.add_argument("--init", default="official", choices=["official", "scratch"])
-    ap.add_argument("--size", type=int, default=160)
-    ap.add_argument("--n", type=int, default=60, help="synthetic pairs (≈80 %% go to the training split)")
+    ap.add_argument("--size", type=int, default=96)
+    ap.add_argument("--n", type=int, default=30, help="synthetic pairs (≈80 %% go to the training split)")
     ap.add_argument("--batch", type=int, default=8, help="per process")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="per host, split between processes")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/train.json")
+    ap.add_argument("--rounds", type=int, default=1, help="1: A B C (≈3.5 min here); 2: A B C C B A (drift-robust, ≈7 min)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the data and runs here (default: temp)")
     args = ap.parse_args(argv)
 
@@ -115,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         train = {"model": args.model, "init": args.init, "epochs": args.epochs, "batch_size": args.batch,
                  "num_threads": args.threads, "warmup_epochs": 1, "seed": 42, "overlay_every": 1000,
                  "aug_hflip": 0.5}
-        runs = {name: run_config(root, base, name, np_, backend, train) for name, np_, backend in CONFIGS}
+        rounds: dict[str, list[dict]] = {name: [] for name, _, _ in CONFIGS}
+        for r in range(args.rounds):  # A B C, then C B A: a load drift hits every config alike
+            for name, np_, backend in (CONFIGS if r % 2 == 0 else CONFIGS[::-1]):
+                rounds[name].append(run_config(root, base, f"{name}-r{r + 1}", np_, backend, train))
+    runs = {name: {"images_per_s": round(sum(x["images_per_s"] for x in rs) / len(rs), 3),
+                   "rounds": rs} for name, rs in rounds.items()}
     hvd, ddp, single = (runs[k]["images_per_s"] for k in ("horovod_2", "ddp_2", "single"))
     result = {
         "benchmark": "training images/s (global), steady-state epochs",
@@ -126,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                    "n_val": base["counts"]["val"], "epochs": args.epochs, "threads_per_host": args.threads,
                    "channels_last": True, "precision": "fp32"},
         "runs": runs,
+        "rounds": args.rounds,
         "hvd_over_ddp": round(hvd / ddp, 3),
         "hvd_over_single": round(hvd / single, 3),
         "ddp_over_single": round(ddp / single, 3),

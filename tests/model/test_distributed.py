@@ -104,3 +104,63 @@ def test_horovod_killed_run_resumes_and_matches_ddp(ddp_run, project):
     assert hvd_losses == pytest.approx(ddp_losses, rel=0.02)
     diff = max_abs_diff(final_state(out), final_state(ddp_run["out"]))
     assert diff < 1e-4, f"Horovod (killed + resumed) and DDP weights differ by {diff}"
+
+
+def test_sync_batchnorm_equals_batchnorm_over_the_union_of_rank_batches():
+    """Two ranks holding batches a and b must normalise with the statistics of a ∪ b."""
+    import torch
+
+    from backdrop.distributed import Dist, convert_sync_batchnorm
+
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 4, 5, 5) * 3 + 1, torch.randn(2, 4, 5, 5) * 0.5 - 2
+
+    class TwoRanks(Dist):
+        """Rank 0 of a 2-rank job whose peer holds `b`: the all-reduce adds b's statistics."""
+
+        size = 2
+
+        def stat_allreduce(self, tensor, name):
+            c = (tensor.numel() - 1) // 2
+            shift = bn.running_mean.view(1, -1, 1, 1)
+            peer = torch.cat([(b - shift).sum((0, 2, 3)), ((b - shift) ** 2).sum((0, 2, 3)),
+                              torch.tensor([b.numel() / c])])
+            return tensor + peer
+
+    plain = torch.nn.BatchNorm2d(4)
+    with torch.no_grad():
+        plain.weight.uniform_(0.5, 2)
+        plain.bias.uniform_(-1, 1)
+    model = torch.nn.Sequential(torch.nn.BatchNorm2d(4))
+    model[0].load_state_dict(plain.state_dict())
+    convert_sync_batchnorm(model, TwoRanks())
+    bn = model[0]
+    assert type(bn).__name__ == "SyncBatchNorm2d" and bn.state_dict().keys() == plain.state_dict().keys()
+
+    expected = plain(torch.cat([a, b]))[:3]  # batch statistics of the union
+    got = model(a)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bn.running_mean, plain.running_mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, plain.running_var, rtol=1e-5, atol=1e-6)
+    got.sum().backward()
+    assert bn.weight.grad is not None and torch.isfinite(bn.weight.grad).all()
+    bn.eval()
+    plain.eval()
+    torch.testing.assert_close(model(a), plain(a))
+
+
+def test_bf16_autocast_only_where_asked_and_supported(caplog):
+    import torch
+
+    from backdrop.config import TrainParams
+    from backdrop.stages.train import autocast_dtype
+
+    cpu = torch.device("cpu")
+    native = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert autocast_dtype(TrainParams(precision="fp32"), cpu) is None
+    assert autocast_dtype(TrainParams(precision="auto"), cpu) is None  # default: fp32 on CPU
+    assert autocast_dtype(TrainParams(), cpu) is None
+    with caplog.at_level("WARNING"):
+        asked = autocast_dtype(TrainParams(precision="bf16"), cpu)
+    assert asked is (torch.bfloat16 if native else None)
+    assert native or "not supported natively" in caplog.text

@@ -8,6 +8,7 @@ MLflow on a SQLite file in the tmp project.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -122,20 +123,12 @@ def train_until_first_checkpoint_then_sigkill(root: Path, params: Path, *args: s
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
-            with _suppress():
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-5000:]
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     return {"epoch": state["epoch"], "done": state["done"], "history": state["history"], "out": out}
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is ProcessLookupError
 
 
 def final_state(out: Path) -> dict[str, torch.Tensor]:

@@ -368,11 +368,17 @@ def _save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def _clear_outputs(out: Path) -> None:
-    for name in _OUTPUTS:
-        (out / name).unlink(missing_ok=True)
-    for png in out.glob("overlay_epoch*.png"):
-        png.unlink()
+def _clear_outputs(out: Path, everything: bool) -> None:
+    """Temp files of writes a SIGKILL interrupted (`.checkpoint.pt.xyz.pt`); with `everything`,
+    also the outputs of an earlier run, so a fresh run never mixes with stale files."""
+    for tmp in out.glob(".*"):
+        if tmp.is_file() and any(tmp.name.startswith(f".{name}.") for name in _OUTPUTS):
+            tmp.unlink()
+    if everything:
+        for name in _OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+        for png in out.glob("overlay_epoch*.png"):
+            png.unlink()
 
 
 # ----------------------------------------------------------------------------------------- mlflow
@@ -417,7 +423,7 @@ def train(params: Params, resume: bool = False, *, dist: Dist | None = None,
     return _train(params, resume, dist)
 
 
-def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:  # noqa: C901 (one readable loop)
+def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
     import torch
     from tqdm import tqdm
 
@@ -434,6 +440,8 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:  # noqa: C9
     torch.set_num_threads(max(1, tp.num_threads // dist.local_size))
     seed_everything(tp.seed)
     device = pick_device(tp, dist.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before any NCCL collective
     amp_dtype = autocast_dtype(tp, device)
     fmt = torch.channels_last if tp.channels_last else torch.contiguous_format
     out = resolve(tp.out_dir)
@@ -461,8 +469,7 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:  # noqa: C9
                 log.warning("--resume: starting fresh: %s", why)
             else:
                 log.info("--resume: %s; continuing with epoch %d", why, state["epoch"] + 1)
-        if state is None:
-            _clear_outputs(out)
+        _clear_outputs(out, everything=state is None)
     state = dist.broadcast_object(state)
 
     per_rank = math.ceil(len(train_x) / dist.size)
