@@ -146,7 +146,7 @@ class RegisterParams(_Section):
 
 class MlflowParams(_Section):
     tracking_uri: str = "sqlite:///mlflow/mlflow.db"
-    artifact_root: Path = Path("mlflow/artifacts")
+    artifact_root: str = "mlflow/artifacts"  # a path (relative to the project) or a URI: s3://bucket/prefix
     experiment: str = "backdrop"
 
 

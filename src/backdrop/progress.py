@@ -17,8 +17,14 @@ log = logging.getLogger("backdrop.progress")
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it",
-             every: float = 10.0) -> Iterator[T]:
-    """Iterate with visible progress; `total` defaults to len(items) when it has one."""
+             every: float = 10.0, enabled: bool = True) -> Iterator[T]:
+    """Iterate with visible progress; `total` defaults to len(items) when it has one.
+
+    `enabled=False` iterates silently (e.g. on every rank but 0 of a distributed run).
+    """
+    if not enabled:
+        yield from items
+        return
     if total is None:
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
     if sys.stderr.isatty():

@@ -17,9 +17,16 @@ def setup(params: Params) -> str:
     exp = client.get_experiment_by_name(params.mlflow.experiment)
     if exp is not None:
         return exp.experiment_id
+    return client.create_experiment(params.mlflow.experiment,
+                                    artifact_location=artifact_location(params, params.mlflow.experiment))
+
+
+def artifact_location(params: Params, experiment: str) -> str:
+    """Where an experiment's artifacts go: `<artifact_root>/<experiment>`, a URI (s3://…) or a file URI."""
     root = params.mlflow.artifact_root
-    location = root if "://" in str(root) else resolve(root).as_uri()
-    return client.create_experiment(params.mlflow.experiment, artifact_location=location)
+    if "://" in root:
+        return f"{root.rstrip('/')}/{experiment}"
+    return (resolve(root) / experiment).as_uri()
 
 
 def git_commit() -> str:

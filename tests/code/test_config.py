@@ -106,3 +106,14 @@ def test_relative_paths_resolve_against_the_project_dir(tmp_path, monkeypatch):
     assert resolve(IngestParams().raw_dir) == tmp_path / "data" / "raw"
     assert resolve(ValidateParams().quarantine_dir) == tmp_path / "data" / "quarantine"
     assert resolve(tmp_path / "abs") == tmp_path / "abs"
+
+
+def test_artifact_root_keeps_object_store_uris(tmp_path, monkeypatch):
+    """A production artifact root (s3://…) must reach MLflow intact; a relative one anchors at the project."""
+    from backdrop.tracking import artifact_location
+
+    s3 = parse_params({"mlflow": {"artifact_root": "s3://backdrop-mlflow/artifacts/"}})
+    assert artifact_location(s3, "backdrop") == "s3://backdrop-mlflow/artifacts/backdrop"
+    monkeypatch.setenv("BACKDROP_PROJECT_DIR", str(tmp_path))
+    local = parse_params({})
+    assert artifact_location(local, "backdrop") == (tmp_path / "mlflow" / "artifacts" / "backdrop").as_uri()

@@ -80,6 +80,28 @@ def test_champion_round_trip_through_the_registry(project_cwd):
     assert out.stdout.strip().splitlines()[-1] == "(2, 1, 64, 64) True True"
 
 
+def test_champion_onnx_export_is_logged_and_matches_pytorch(project_cwd):
+    """register exports the model to ONNX, checks it against PyTorch, and links it from the version."""
+    import mlflow
+    import numpy as np
+    import onnxruntime as ort
+
+    from backdrop import tracking
+    from backdrop.config import load_params
+
+    tracking.setup(load_params())
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("backdrop-u2net", "champion")
+    uri = version.tags["onnx"]
+    assert uri.startswith(f"runs:/{version.run_id}/onnx/")
+    run_ = client.get_run(version.run_id)
+    assert run_.data.metrics["onnx_max_abs_diff"] < 1e-3
+    path = mlflow.artifacts.download_artifacts(uri)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    prob = session.run(["prob"], {"image": np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)})[0]
+    assert prob.shape == (1, 1, 64, 64) and prob.min() >= 0.0 and prob.max() <= 1.0
+
+
 def test_remove_writes_rgba_cutouts_at_original_size(project_cwd, tmp_path):
     from PIL import Image
 

@@ -55,7 +55,7 @@ def mask_channel(mask):
 
 def prepare(params: PrepareParams, validate_params: ValidateParams,
             ingest_params: IngestParams) -> PrepareResult:
-    from tqdm import tqdm
+    from backdrop.progress import progress
 
     raw = resolve(ingest_params.raw_dir)
     rows = read_csv(resolve(validate_params.out_dir) / "manifest.csv")
@@ -65,7 +65,7 @@ def prepare(params: PrepareParams, validate_params: ValidateParams,
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     index, counts = [], {"train": 0, "val": 0, "test": 0}
-    for row in tqdm(rows, desc=f"prepare {params.size}px", unit="pair", disable=None):
+    for row in progress(rows, desc=f"prepare {params.size}px", unit="pair"):
         image = open_image(raw / row["image_path"], max_pixels=validate_params.max_pixels)
         mask = mask_channel(open_image(raw / row["mask_path"], max_pixels=validate_params.max_pixels))
         photo, target = resize_pair(image, mask, params.size)

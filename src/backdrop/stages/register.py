@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from backdrop.config import Params, resolve
 from backdrop.io import write_json
@@ -58,6 +59,28 @@ def champion_metrics(client, name: str, alias: str) -> tuple[str | None, dict | 
     return version.version, json.loads(version.tags.get("test_metrics", "null"))
 
 
+def export_checked_onnx(cutout, size: int) -> tuple[Path, float]:
+    """The serving export of a registered model, checked against PyTorch on one input.
+
+    The file lands in the export cache (keyed by the weights), not in a DVC output of the pipeline.
+    Returns the file and the max abs difference of the probabilities (float32 rounding, ~1e-6).
+    """
+    import numpy as np
+    import torch
+
+    from backdrop.serving.onnx_fast import export_onnx, make_session
+
+    path = export_onnx(cutout, size)
+    x = np.random.default_rng(1).random((2, 3, size, size), dtype=np.float32)
+    with torch.inference_mode():
+        want = cutout(torch.from_numpy(x)).numpy()
+    got = make_session(path).run(["prob"], {"image": x})[0]
+    diff = float(np.abs(got - want).max())
+    if diff > 1e-3:
+        raise RuntimeError(f"{path}: ONNX export disagrees with PyTorch (max abs diff {diff:.2e})")
+    return path, diff
+
+
 def register(params: Params) -> RegisterResult:
     import mlflow
     import numpy as np
@@ -91,6 +114,9 @@ def register(params: Params) -> RegisterResult:
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "backdrop"],
             metadata={"size": meta["size"], "arch": meta["arch"]})
         version = str(info.registered_model_version)
+        onnx_path, onnx_diff = export_checked_onnx(cutout, meta["size"])
+        mlflow.log_artifact(str(onnx_path), artifact_path="onnx")
+        mlflow.log_metric("onnx_max_abs_diff", onnx_diff)
         mlflow.set_tags({"gate.promoted": decision.promote, "gate.reason": decision.reason,
                          "gate.champion_version": champ_version or "none",
                          "gate.champion_iou_mean": champ["iou_mean"] if champ else "none"})
@@ -98,6 +124,7 @@ def register(params: Params) -> RegisterResult:
     client.set_model_version_tag(rp.model_name, version, "test_iou_mean", f"{metrics['iou_mean']:.6f}")
     client.set_model_version_tag(rp.model_name, version, "gate", decision.reason)
     client.set_model_version_tag(rp.model_name, version, "size", str(meta["size"]))
+    client.set_model_version_tag(rp.model_name, version, "onnx", f"runs:/{run_id}/onnx/{onnx_path.name}")
     if decision.promote:
         client.set_registered_model_alias(rp.model_name, rp.alias, version)
     uri = f"models:/{rp.model_name}/{version}"

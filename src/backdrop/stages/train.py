@@ -425,12 +425,12 @@ def train(params: Params, resume: bool = False, *, dist: Dist | None = None,
 
 def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
     import torch
-    from tqdm import tqdm
 
     from backdrop.distributed import convert_sync_batchnorm, state_digest
     from backdrop.metrics import mask_iou, summarize
     from backdrop.models import build_model
     from backdrop.models.cutout import normalize
+    from backdrop.progress import progress
     from backdrop.viz import overlay_grid
 
     tp = params.train
@@ -508,9 +508,8 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
                          dist.rank, dist.size)
             rng = np.random.default_rng([tp.seed, epoch, dist.rank])
             t0, loss_sum = time.perf_counter(), 0.0
-            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
-                       disable=None if root else True)
-            for step in bar:
+            for step in progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
+                                 enabled=root):
                 idx = mine[step * tp.batch_size:(step + 1) * tp.batch_size]
                 x, y = augment(train_x[idx], train_y[idx], tp, rng)
                 x = normalize(x).to(device=device, memory_format=fmt)
@@ -523,9 +522,7 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                loss_value = float(loss.detach())
-                loss_sum += loss_value
-                bar.set_postfix(loss=f"{loss_value:.3f}")
+                loss_sum += float(loss.detach())
             seconds = dist.allreduce([time.perf_counter() - t0], "max")[0]
             train_loss = dist.allreduce([loss_sum / steps_per_epoch], "mean")[0]
 

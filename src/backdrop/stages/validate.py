@@ -202,12 +202,12 @@ class _HashIndex:
 def collect_stats(raw: Path, pairs: list[dict[str, str]], files: list[dict[str, str]],
                   max_pixels: int) -> list[dict[str, Any]]:
     """The statistics table: one row per current pair (manifest order), then per unpaired file."""
-    from tqdm import tqdm
+    from backdrop.progress import progress
 
     rows: list[dict[str, Any]] = []
     first_by_sha: dict[str, str] = {}
     index = _HashIndex()
-    for row in tqdm(pairs, desc="validate", unit="pair", disable=None):
+    for row in progress(pairs, desc="validate", unit="pair"):
         stats = pair_stats(raw / row["image_path"], raw / row["mask_path"], max_pixels)
         item_id = row["pair_id"]
         stats.update(item_id=item_id, kind="pair", sha256=row["image_sha256"],
@@ -223,7 +223,7 @@ def collect_stats(raw: Path, pairs: list[dict[str, str]], files: list[dict[str, 
                     stats["near_distance"], stats["near_duplicate_of"] = hit
                 index.add(item_id, words)
         rows.append(stats)
-    for row in tqdm(files, desc="validate unpaired", unit="file", disable=None):
+    for row in progress(files, desc="validate unpaired", unit="file"):
         stats = file_stats(raw / row["path"], row["role"], max_pixels)
         stats.update(item_id=row["file_id"], kind="file", sha256=row["sha256"],
                      safe_path=str(row["unsafe"]) != "True")
