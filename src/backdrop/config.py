@@ -41,6 +41,27 @@ class SynthParams(_Section):
         return self
 
 
+class FashionMnistParams(_Section):
+    """`backdrop data fashion-mnist`: real Zalando products (Debian dataset-fashion-mnist) as packshots."""
+
+    source_dir: Path = Path("/usr/share/datasets/fashion-mnist")  # idx files (.gz or not); else dpkg -L
+    n: int = Field(600, ge=1, le=60_000)
+    seed: int = 11
+    min_side: int = Field(320, ge=64)
+    max_side: int = Field(512, ge=64)
+    white_share: float = Field(0.1, ge=0, le=1)
+    black_share: float = Field(0.05, ge=0, le=1)
+    eval_dir: Path = Path("data/eval/fashion-mnist-test")  # where --split test goes (never the training drop)
+
+    @model_validator(mode="after")
+    def _sides(self) -> FashionMnistParams:
+        if self.min_side > self.max_side:
+            raise ValueError("min_side must be <= max_side")
+        if self.white_share + self.black_share > 1:
+            raise ValueError("white_share + black_share must be <= 1")
+        return self
+
+
 class IngestParams(_Section):
     drop_dir: Path = Path("data/drop")
     raw_dir: Path = Path("data/raw")
@@ -117,6 +138,8 @@ class TrainParams(_Section):
     balanced_sampling: bool = False              # draw each epoch with equal weight per cluster
     iou_loss_weight: float = Field(0.0, ge=0)    # soft-Jaccard term added to the deep-supervision BCE
     early_stop_patience: int = Field(0, ge=0)    # epochs without a val IoU gain before stopping; 0 = off
+    low_res_size: int = Field(0, ge=0)           # progressive resizing: the first `low_res_epochs` epochs
+    low_res_epochs: int = Field(0, ge=0)         # train on batches downsampled to this size (0 = off)
     overlay_every: int = Field(2, ge=1)
     aug_hflip: float = Field(0.5, ge=0, le=1)    # probabilities / strengths of the augmentations
     aug_vflip: float = Field(0.0, ge=0, le=1)
@@ -129,6 +152,8 @@ class TrainParams(_Section):
         lo, hi = self.aug_scale
         if not 0 < lo <= hi <= 4:
             raise ValueError("aug_scale must be [lo, hi] with 0 < lo <= hi <= 4")
+        if self.low_res_epochs and (self.low_res_size < 32 or self.low_res_size % 32):
+            raise ValueError("low_res_size must be a multiple of 32 (>= 32) when low_res_epochs > 0")
         return self
 
 
@@ -194,9 +219,11 @@ class MonitoringParams(_Section):
     mlflow_experiment: str = "backdrop-monitoring"
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     report_base_url: str = ""                           # empty: links are file paths
-    webhook_url_env: str = "BACKDROP_ALERT_WEBHOOK_URL"  # the URL is a secret: only from the environment
+    webhook_conn_id: str = "backdrop_alert_webhook"     # Airflow connection with the webhook URL (wins over the env)
+    webhook_url_env: str = "BACKDROP_ALERT_WEBHOOK_URL"  # the URL is a secret: only from a connection or the env
     webhook_timeout_s: float = Field(10.0, gt=0)
     smtp: SmtpParams = SmtpParams()
+    smtp_conn_id: str = "backdrop_smtp"                 # Airflow connection: SMTP login/password (and host/port)
     simulate_shift_white_share: float = Field(0.6, ge=0, le=1)
     simulate_shift_black_share: float = Field(0.3, ge=0, le=1)
 
@@ -227,6 +254,7 @@ class ServeParams(_Section):
 
 class Params(_Section):
     synth: SynthParams = SynthParams()
+    fashion_mnist: FashionMnistParams = FashionMnistParams()
     ingest: IngestParams = IngestParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     prepare: PrepareParams = PrepareParams()

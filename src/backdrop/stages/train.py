@@ -190,6 +190,18 @@ def augment(photos: np.ndarray, masks: np.ndarray, tp: TrainParams, rng: np.rand
 
 # ------------------------------------------------------------------------------------------- loss
 
+def downsample_batch(x, y, size: int):
+    """Progressive resizing: (B,3,S,S) photos and (B,1,S,S) targets → size² (area average; targets
+    re-binarised), so early epochs cost (size/S)² of a full-size step and later ones refine at S."""
+    import torch.nn.functional as F
+
+    if x.shape[-1] == size:
+        return x, y
+    x = F.interpolate(x, size=(size, size), mode="area")
+    y = (F.interpolate(y, size=(size, size), mode="area") > 0.5).float()
+    return x, y
+
+
 def lr_lambda(total_steps: int, warmup_steps: int):
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -512,6 +524,8 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
                                  enabled=root):
                 idx = mine[step * tp.batch_size:(step + 1) * tp.batch_size]
                 x, y = augment(train_x[idx], train_y[idx], tp, rng)
+                if epoch < tp.low_res_epochs:
+                    x, y = downsample_batch(x, y, tp.low_res_size)
                 x = normalize(x).to(device=device, memory_format=fmt)
                 y = y.to(device)
                 with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
