@@ -5,10 +5,11 @@ BIN   := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint bench mlflow-ui airflow-ui repro clean-demo help
+.PHONY: install demo train-full test test-fast lint bench mlflow-ui airflow-ui repro clean-demo help
 
 help:
 	@echo "make demo       install, synthesize data, run the real Airflow DAG, register a champion, cut out samples"
+	@echo "make train-full the full recipe (320 px, 2 Horovod processes, ~1 h on 2 cores) + quality benchmark"
 	@echo "make test       install if needed, run the whole test suite"
 	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
 	@echo "make airflow-ui Airflow (standalone) on http://127.0.0.1:8080"
@@ -18,6 +19,9 @@ install:
 
 demo: install
 	@bash scripts/demo.sh
+
+train-full: install
+	@bash scripts/train_full.sh
 
 test: install
 	$(BIN)/python -m pytest tests
