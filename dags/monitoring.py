@@ -10,8 +10,11 @@ Hourly (`monitoring.schedule` in params.yaml) and on demand:
    drop and this task emits the `backdrop_retrain_request` Asset event; `backdrop_training` is
    scheduled on that Asset as well as on its nightly cron. Skipped (no event) otherwise.
 
-A failing run alerts the same on-call channel (on_failure_callback). Parsing imports only the stdlib,
-yaml and the Airflow SDK; each task imports backdrop when it runs.
+A failing run alerts the same on-call channel (on_failure_callback). The channel's secrets come from
+the Airflow connections `backdrop_alert_webhook` (the webhook URL) and `backdrop_smtp` (SMTP login and
+password), read through the Task SDK when the task runs (an `AIRFLOW_CONN_*` variable, a secrets
+backend or the metadata DB), else from the environment variables named in params. Parsing imports only
+the stdlib, yaml and the Airflow SDK; each task imports backdrop when it runs.
 """
 
 from __future__ import annotations

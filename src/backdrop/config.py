@@ -117,6 +117,8 @@ class ClusterParams(_Section):
     seed: int = 0
     overrides: Path = Path("data/cluster_overrides.csv")
     out_dir: Path = Path("data/clusters")
+    match_previous: bool = True     # keep ids stable: seed + Hungarian-match to the previous model.joblib
+    restart_gain: float = Field(0.1, ge=0, le=1)  # a fresh k-means wins only if its inertia is this much lower
 
 
 class TrainParams(_Section):
@@ -181,7 +183,11 @@ class AirflowParams(_Section):
 
 
 class RemoveParams(_Section):
+    """`backdrop remove`: output format and engine (the output options are the `serve:` ones)."""
+
     format: Literal["rgba", "white", "mask"] = "rgba"
+    engine: Literal["auto", "onnx", "torch"] = "auto"  # auto: the ONNX fast path, PyTorch if it fails
+    batch_size: int = Field(1, ge=1)                   # photos per session run
 
 
 class ProfileParams(_Section):
@@ -250,6 +256,20 @@ class ServeParams(_Section):
     watch_retries: int = Field(2, ge=0)         # extra attempts before a photo goes to failed/
     watch_settle_s: float = Field(0.5, ge=0)    # a file must keep its size this long before it is read
     watch_poke_s: float = Field(2.0, gt=0)      # the DAG's trigger: seconds between directory scans
+    precision: Literal["fp32", "int8"] = "fp32"   # int8: partially quantized graph (serving/quantize.py)
+    white_aspect: str = "original"              # white output canvas: "W:H" (e.g. "1:1") or "original"
+    white_margin: float = Field(0.0, ge=0, le=0.45)  # free border, share of the canvas' shorter side
+    refine: Literal["none", "guided"] = "none"  # edge refinement of the upsampled mask
+    refine_radius: int = Field(6, ge=1, le=64)
+    refine_eps: float = Field(1e-3, gt=0)
+
+    @field_validator("white_aspect")
+    @classmethod
+    def _aspect(cls, value: str) -> str:
+        from backdrop.serving.outputs import parse_aspect
+
+        parse_aspect(value)
+        return value
 
 
 class Params(_Section):

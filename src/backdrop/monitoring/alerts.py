@@ -2,10 +2,20 @@
 
 Channels (either or both):
 - webhook: POST of a Slack-compatible JSON body (`text` + `blocks`, the structured facts under
-  Slack's `metadata.event_payload`) to the URL in the environment variable named by
-  `monitoring.webhook_url_env` (a Slack webhook URL is a secret, so it never lives in params);
+  Slack's `metadata.event_payload`). A Slack webhook URL is a secret, so it never lives in params: it
+  comes from the Airflow connection `monitoring.webhook_conn_id` (default `backdrop_alert_webhook`),
+  else from the environment variable named by `monitoring.webhook_url_env`;
 - email over SMTP: `monitoring.smtp` (host, port, STARTTLS, sender, recipients); the user and password
-  only from the environment variables it names.
+  come from the Airflow connection `monitoring.smtp_conn_id` (default `backdrop_smtp`, whose host and
+  port, when set, win over params too), else from the environment variables `monitoring.smtp` names.
+
+Airflow connections are looked up through the Airflow SDK: inside Airflow (a task or a callback, where
+the SDK is already loaded) that covers `AIRFLOW_CONN_<ID>` variables, a configured secrets backend and
+connections stored in the metadata DB; outside Airflow (the CLI) the SDK is imported only when
+`AIRFLOW_CONN_<ID>` is set, so `backdrop monitor ...` never needs Airflow installed or running.
+The webhook connection may be a URI (`AIRFLOW_CONN_BACKDROP_ALERT_WEBHOOK=https://hooks.slack.com/services/T/B/X`),
+a Slack-webhook style connection (host `https://hooks.slack.com/services`, password `T/B/X`) or carry
+the whole URL in its extra (`{"webhook_url": "..."}`).
 
 The state machine (table `alert_state`, one row per rule) makes an incident fire once: a breach while
 ok opens an incident and notifies; further breaches while firing stay quiet; a window with enough
@@ -20,6 +30,7 @@ import json
 import logging
 import os
 import smtplib
+import sys
 import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -64,13 +75,96 @@ class Notification:
         return msg
 
 
+def airflow_connection(conn_id: str):
+    """The Airflow connection `conn_id` (an `airflow.sdk.Connection`), or None when it is not defined.
+
+    Never imports Airflow for a plain CLI run: outside Airflow the SDK is loaded only when
+    `AIRFLOW_CONN_<ID>` is set. A lookup that fails for another reason (Execution API unreachable...)
+    is logged and treated as "not defined", so the environment fallback still delivers the alert.
+    """
+    if not conn_id:
+        return None
+    if "airflow.sdk" not in sys.modules and f"AIRFLOW_CONN_{conn_id.upper()}" not in os.environ:
+        return None
+    try:
+        from airflow.sdk import Connection
+        from airflow.sdk.exceptions import AirflowNotFoundException
+    except ImportError:
+        log.warning("$AIRFLOW_CONN_%s is set but Airflow is not installed: connection ignored", conn_id.upper())
+        return None
+    try:
+        return Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+    except Exception as exc:  # a broken secrets lookup must not silence the on-call channel
+        log.warning("Airflow connection %s could not be read (%s); falling back to the environment", conn_id, exc)
+        return None
+
+
+def _connection_url(conn) -> str | None:
+    """A webhook URL from a connection: extra `webhook_url`/`url`, Slack-webhook style, or a URI's parts."""
+    extra = conn.extra_dejson
+    for key in ("webhook_url", "url"):
+        if extra.get(key):
+            return str(extra[key])
+    host = (conn.host or "").strip()
+    if not host:
+        return None
+    if "://" in host:  # Slack webhook connection: host https://hooks.slack.com/services, password T…/B…/X…
+        url = host
+    else:  # AIRFLOW_CONN_X=https://host:port/path parses into conn_type, host, port, schema (= the path)
+        scheme = conn.conn_type if conn.conn_type in ("http", "https") else "https"
+        url = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+        if conn.schema:
+            url += "/" + conn.schema.lstrip("/")
+    if conn.password:
+        url = url.rstrip("/") + "/" + conn.password.lstrip("/")
+    return url
+
+
+@dataclass(frozen=True)
+class Channels:
+    """Where notifications go, secrets resolved (never logged): webhook URL and SMTP server/credentials."""
+
+    webhook_url: str | None
+    smtp_host: str
+    smtp_port: int
+    smtp_user: str | None
+    smtp_password: str | None
+    webhook_source: str = ""  # connection:<id> | env:<VAR> (for logs; never the URL itself)
+    smtp_source: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, on in (("webhook", self.webhook_url), ("email", self.smtp_host)) if on]
+
+
+def resolve_channels(mp: MonitoringParams) -> Channels:
+    """Airflow connections first (`webhook_conn_id`, `smtp_conn_id`), then the environment variables."""
+    url, url_source = None, ""
+    conn = airflow_connection(mp.webhook_conn_id)
+    if conn is not None:
+        url = _connection_url(conn)
+        url_source = f"connection:{mp.webhook_conn_id}" if url else ""
+    if not url and os.environ.get(mp.webhook_url_env):
+        url, url_source = os.environ[mp.webhook_url_env], f"env:{mp.webhook_url_env}"
+
+    smtp = mp.smtp
+    host, port = smtp.host, smtp.port
+    user, password = os.environ.get(smtp.username_env), os.environ.get(smtp.password_env)
+    smtp_source = f"env:{smtp.username_env}" if user and password else ""
+    conn = airflow_connection(mp.smtp_conn_id)
+    if conn is not None:
+        host, port = conn.host or host, conn.port or port
+        if conn.login and conn.password:
+            user, password, smtp_source = conn.login, conn.password, f"connection:{mp.smtp_conn_id}"
+    if not smtp.recipients:
+        host = ""  # nobody to write to: no email channel
+    return Channels(url or None, host, int(port), user, password, url_source, smtp_source)
+
+
 def configured_channels(mp: MonitoringParams) -> list[str]:
-    channels = []
-    if os.environ.get(mp.webhook_url_env):
-        channels.append("webhook")
-    if mp.smtp.host and mp.smtp.recipients:
-        channels.append("email")
-    return channels
+    return resolve_channels(mp).names
 
 
 def _post_webhook(url: str, body: dict, timeout: float) -> None:
@@ -81,35 +175,38 @@ def _post_webhook(url: str, body: dict, timeout: float) -> None:
             raise RuntimeError(f"webhook answered HTTP {resp.status}")
 
 
-def _send_email(mp: MonitoringParams, msg: EmailMessage) -> None:
+def _send_email(mp: MonitoringParams, channels: Channels, msg: EmailMessage) -> None:
     smtp = mp.smtp
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_s) as client:
+    with smtplib.SMTP(channels.smtp_host, channels.smtp_port, timeout=smtp.timeout_s) as client:
         if smtp.starttls:
             client.starttls()
-        user, password = os.environ.get(smtp.username_env), os.environ.get(smtp.password_env)
-        if user and password:
-            client.login(user, password)
+        if channels.smtp_user and channels.smtp_password:
+            client.login(channels.smtp_user, channels.smtp_password)
         client.send_message(msg)
 
 
 def send(mp: MonitoringParams, note: Notification, incident_id: str | None = None) -> list[str]:
     """Deliver to every configured channel and record the event; returns the channels that worked."""
     delivered, errors = [], []
-    channels = configured_channels(mp)
+    resolved = resolve_channels(mp)
+    channels = resolved.names
     body = note.slack_body()
     for channel in channels:
         try:
             if channel == "webhook":
-                _post_webhook(os.environ[mp.webhook_url_env], body, mp.webhook_timeout_s)
+                _post_webhook(resolved.webhook_url, body, mp.webhook_timeout_s)
             else:
-                _send_email(mp, note.email(mp.smtp.sender, mp.smtp.recipients))
+                _send_email(mp, resolved, note.email(mp.smtp.sender, mp.smtp.recipients))
             delivered.append(channel)
         except Exception as exc:  # one broken channel must not silence the other
             log.error("alert via %s failed: %s", channel, exc)
             errors.append(f"{channel}: {exc}")
     if not channels:
-        log.warning("no alert channel configured (set $%s and/or monitoring.smtp); %s: %s",
-                    mp.webhook_url_env, note.kind, note.title)
+        log.warning("no alert channel configured (Airflow connection %s or $%s; monitoring.smtp); %s: %s",
+                    mp.webhook_conn_id, mp.webhook_url_env, note.kind, note.title)
+    else:
+        log.info("%s via %s (webhook from %s, smtp credentials from %s)", note.kind, channels,
+                 resolved.webhook_source or "-", resolved.smtp_source or "-")
     with sessions(mp)() as s, s.begin():
         s.add(AlertEvent(incident_id=incident_id, kind=note.kind, at=utcnow(), channels=",".join(delivered),
                          errors="; ".join(errors), summary=note.title, body=json.dumps(body, default=str)))
