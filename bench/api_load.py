@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with httpx.Client(base_url=url, timeout=120) as c:  # warm-up
             c.post("/v1/remove", content=photos[0]).raise_for_status()
+            health = c.get("/healthz").json()
         rss_start = rss_mb(proc.pid)
         latencies: list[float] = []
         errors: list[str] = []
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             "server_rss_mb": {"after_warmup": round(rss_start, 1), "peak": round(rss_peak[0], 1),
                               "end": round(rss_end, 1)},
             "photo_sides": [800, 1200], "model": args.model, "loadavg_at_end": list(os.getloadavg()),
+            "server_model": health.get("model"),
         }
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -260,7 +260,7 @@ class ServeParams(_Section):
     white_aspect: str = "original"              # white output canvas: "W:H" (e.g. "1:1") or "original"
     white_margin: float = Field(0.0, ge=0, le=0.45)  # free border, share of the canvas' shorter side
     refine: Literal["none", "guided"] = "none"  # edge refinement of the upsampled mask
-    refine_radius: int = Field(6, ge=1, le=64)
+    refine_radius: int = Field(8, ge=1, le=64)
     refine_eps: float = Field(1e-3, gt=0)
 
     @field_validator("white_aspect")

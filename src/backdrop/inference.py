@@ -47,20 +47,11 @@ class Segmenter:
         return np.clip(np.asarray(full), 0.0, 1.0)
 
 
-def compose(photo, prob: np.ndarray, fmt: str = "rgba"):
-    """The publishable output: RGBA cut-out, product on white, or the mask."""
-    from PIL import Image
+def compose(photo, prob: np.ndarray, fmt: str = "rgba", options=None):
+    """The publishable output: RGBA cut-out, product on white, or the mask (`serving.outputs`)."""
+    from backdrop.serving.outputs import compose as compose_output
 
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
-    alpha = (prob * 255.0 + 0.5).astype(np.uint8)
-    if fmt == "mask":
-        return Image.fromarray(alpha, mode="L")
-    rgb = np.asarray(photo.convert("RGB"), dtype=np.float32)
-    if fmt == "white":
-        a = prob[..., None]
-        return Image.fromarray((rgb * a + 255.0 * (1 - a) + 0.5).astype(np.uint8), mode="RGB")
-    return Image.fromarray(np.dstack([rgb.astype(np.uint8), alpha]), mode="RGBA")
+    return compose_output(photo, prob, fmt, options)
 
 
 @lru_cache(maxsize=4)
@@ -118,30 +109,63 @@ def _recorder(source: str):
     return PredictionRecorder(params, source)
 
 
-def remove(inputs: Iterable[Path], out_dir: Path, model: str = "champion", fmt: str = "rgba") -> list[Path]:
-    """Cut out every input photo into out_dir/<stem>.png at its original size.
+def load_engine(model: str = "champion", engine: str = "auto", precision: str | None = None):
+    """The segmenter `backdrop remove` uses: the ONNX fast path (`serving.onnx_fast`) by default,
+    PyTorch eager when `engine` is `torch` or the fast path cannot be built (`auto`)."""
+    if engine not in ("auto", "onnx", "torch"):
+        raise ValueError(f"engine {engine!r} is not one of auto, onnx, torch")
+    if engine != "torch":
+        from backdrop.serving.onnx_fast import load_fast_segmenter
 
-    Each cut-out is also recorded in the prediction log (`backdrop.monitoring.predlog`): image id and
-    sha256, model version, cluster, confidence, the stored mask.
+        try:
+            return load_fast_segmenter(model, precision=precision or load_params().serve.precision)
+        except NoModelError:
+            raise
+        except Exception as exc:
+            if engine == "onnx":
+                raise
+            log.warning("ONNX fast path unavailable (%s: %s); using PyTorch", type(exc).__name__, exc)
+    return load_segmenter(model)
+
+
+def remove(inputs: Iterable[Path], out_dir: Path, model: str = "champion", fmt: str = "rgba",
+           engine: str | None = None, precision: str | None = None) -> list[Path]:
+    """Cut out every input photo into out_dir/<stem>.png (.jpg for `white`) at its original size.
+
+    The ONNX fast path decodes the next photos while the model runs on the current ones; progress
+    is a bar on a terminal and log lines elsewhere (`backdrop.progress`). Output options (white
+    canvas aspect and margin, edge refinement) are the `serve:` ones. Each cut-out is also recorded
+    in the prediction log (`backdrop.monitoring.predlog`): image id and sha256, model version,
+    cluster, confidence, the stored mask (= the published alpha).
     """
-    from tqdm import tqdm
+    from backdrop.progress import progress
+    from backdrop.serving.outputs import OutputOptions, final_prob
 
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
     files = collect_inputs(inputs)
     if not files:
         raise FileNotFoundError("no input images found")
-    segmenter = load_segmenter(model)
+    params = load_params()
+    segmenter = load_engine(model, engine or params.remove.engine, precision)
+    options = OutputOptions.from_params(params.serve)
     recorder = _recorder(segmenter.source)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ext, pil_format = (".jpg", "JPEG") if fmt == "white" else (".png", "PNG")
+    if hasattr(segmenter, "stream"):
+        results = segmenter.stream(files, open_image, params.remove.batch_size)
+        pairs = ((path, photo, pred.prob) for path, photo, pred in results)
+    else:
+        pairs = ((path, photo, segmenter.probabilities(photo)) for path in files for photo in [open_image(path)])
     written = []
-    for path in tqdm(files, desc="remove", unit="img", disable=None):
-        photo = open_image(path)
-        prob = segmenter.probabilities(photo)
-        result = compose(photo, prob, fmt)
-        dest = out_dir / f"{path.stem}.png"
+    for path, photo, raw in progress(pairs, desc="remove", total=len(files), unit="img"):
+        if isinstance(photo, Exception):
+            raise photo
+        prob = final_prob(photo, raw, options)
+        result = compose(photo, prob, fmt, options)
+        dest = out_dir / f"{path.stem}{ext}"
         with atomic_path(dest) as tmp:
-            result.save(tmp, format="PNG")
+            result.save(tmp, format=pil_format, **({"quality": 92} if pil_format == "JPEG" else {}))
         written.append(dest)
         if recorder is not None:
             recorder.record(path, photo, prob)

@@ -306,3 +306,62 @@ def test_a_drop_that_contains_the_store_is_refused(stage, synth):
     with pytest.raises(ValueError, match="overlap"):
         ingest(stage.ingest, stage.root / "data")
     assert not stage.raw.exists()
+
+
+def test_synth_drop_metadata_is_kept_as_metadata_not_quarantined(stage):
+    from backdrop.data.synth import synthesize
+
+    drop = stage.root / "drop"
+    items = synthesize(drop, 3, 5, progress=False, min_side=300, max_side=400)
+
+    result = ingest(stage.ingest)
+
+    assert (result.added, result.orphans) == (3, [])  # labels.csv is no stray file any more
+    assert sorted(result.metadata) == ["drop.json", "labels.csv"]
+    assert _rows(stage.raw / "unpaired.csv") == []   # so validate has nothing to quarantine
+    meta = {r["source_path"]: r for r in _rows(stage.raw / "metadata.csv")}
+    assert set(meta) == {"drop.json", "labels.csv"}
+    for rel, row in meta.items():  # nothing lost: the bytes are in the store under their hash
+        data = (drop / rel).read_bytes()
+        assert row["sha256"] == sha256(data) and (stage.raw / row["path"]).read_bytes() == data
+        assert row["path"].startswith("metadata/") and row["source_drop"] == "drop"
+    labels = _rows(stage.raw / meta["labels.csv"]["path"])
+    assert [r["stem"] for r in labels] == [it.stem for it in items]
+    files = _store_files(stage.raw)
+    again = ingest(stage.ingest)  # idempotent for metadata too
+    assert (again.added, again.already_present) == (0, 3)
+    assert _store_files(stage.raw) == files and len(_rows(stage.raw / "metadata.csv")) == 2
+
+
+def test_undeclared_or_image_metadata_stays_an_unpaired_file(stage, synth):
+    drop = stage.root / "drop"
+    write_tree_drop(drop, synth, range(1))
+    # a descriptor cannot hide a photo from validation, and only names it declares are metadata
+    write(drop, "drop.json", b'{"metadata": ["labels.csv", "sneaky.jpg"]}')
+    write(drop, "labels.csv", b"stem,category\n")
+    write(drop, "notes.txt", b"undeclared\n")
+    write(drop, "sneaky.jpg", synth.photo_jpeg(1))
+
+    result = ingest(stage.ingest)
+
+    assert sorted(result.metadata) == ["drop.json", "labels.csv"]
+    assert sorted(result.orphans) == ["notes.txt", "sneaky.jpg"]
+
+
+def test_broken_descriptor_is_an_unpaired_file(stage, synth):
+    drop = stage.root / "drop"
+    write_tree_drop(drop, synth, range(1))
+    write(drop, "drop.json", b"{not json")
+    result = ingest(stage.ingest)
+    assert result.metadata == [] and result.orphans == ["drop.json"]
+
+
+def test_drop_marked_not_for_training_is_refused_before_anything_is_stored(stage, synth):
+    from backdrop.stages.ingest import DropRefused
+
+    drop = stage.root / "drop"
+    write_tree_drop(drop, synth, range(2))
+    write(drop, "drop.json", b'{"source": "fashion-mnist", "split": "test", "training": false}')
+    with pytest.raises(DropRefused, match="split=test"):
+        ingest(stage.ingest)
+    assert not stage.raw.exists() or _store_files(stage.raw) == set()

@@ -165,6 +165,6 @@ def test_synthesize_is_idempotent(tmp_path):
 
     synthesize(tmp_path, 3, 2, progress=False, **SMALL)
     first = digest()
-    assert len(first) == 3 * 2 + 1
+    assert len(first) == 3 * 2 + 2  # photos, masks, labels.csv, drop.json
     synthesize(tmp_path, 3, 2, progress=False, **SMALL)
     assert digest() == first

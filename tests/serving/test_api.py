@@ -76,7 +76,14 @@ def test_good_jpeg_gives_rgba_png_of_the_original_size(server):
     assert mask.mode == "L" and mask.size == size
     assert np.abs(np.asarray(mask).astype(int) - alpha).max() <= 1
     w = server.client.post("/v1/remove?format=white", content=data, headers=AUTH)
-    assert w.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(w.content)).size == size
+    white = Image.open(io.BytesIO(w.content))
+    assert w.headers["content-type"] == "image/jpeg" and white.format == "JPEG"
+    # params.yaml: white_aspect "1:1", white_margin 0.05 → a square canvas around the product, white border
+    ys, xs = np.nonzero(alpha > 8)
+    side = max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1) / 0.9  # the box plus 5 % on each side
+    assert white.width == white.height and abs(white.width - side) <= 2
+    border = np.asarray(white.convert("L"))[:3]
+    assert border.min() >= 245
 
 
 def test_batch_mixes_results_and_errors(server):
@@ -120,3 +127,35 @@ def test_cutouts_reach_the_prediction_log(server, api_project):
         time.sleep(0.5)
     assert n >= 5, "".join(server.lines[-40:])  # 3 single cut-outs + 2 good photos of the batch
     assert not any("prediction log write failed" in line for line in server.lines)
+
+
+def test_each_remove_request_adds_its_row_to_the_prediction_log(server, api_project):
+    import hashlib
+    import sqlite3
+    import time
+
+    data = jpeg_bytes((300, 360), seed=8, index=3)  # a photo no other test sends
+    sha = hashlib.sha256(data).hexdigest()
+    db = api_project / "monitoring" / "monitoring.db"
+
+    def rows() -> list[tuple]:
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as con:
+            return con.execute("SELECT model_uri, width, height, confidence, mask_path FROM predictions "
+                               "WHERE image_sha256 = ?", (sha,)).fetchall()
+
+    assert rows() == []
+    r = server.client.post("/v1/remove", files={"file": ("logged.jpg", data, "image/jpeg")}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 60
+    while not rows() and time.monotonic() < deadline:  # written by a background task after the response
+        time.sleep(0.25)
+    found = rows()
+    assert len(found) == 1, "".join(server.lines[-40:])
+    model_uri, width, height, conf, mask_path = found[0]
+    assert model_uri == "official:u2netp" and f"{width}x{height}" == r.headers["X-Backdrop-Size"]
+    assert 0.0 < conf <= 1.0
+    stored = np.asarray(Image.open(api_project / "monitoring" / "store" / mask_path))
+    alpha = np.asarray(Image.open(io.BytesIO(r.content)))[..., 3]
+    assert np.array_equal(stored, alpha)  # the logged mask is exactly the published alpha

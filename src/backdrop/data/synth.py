@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from backdrop.io import atomic_path, write_csv
+from backdrop.io import atomic_path, write_csv, write_json
 
 CATEGORIES = ("tee", "longsleeve", "trousers", "shorts", "dress", "accessory")
 STYLES = ("normal", "white_on_white", "black_on_black")
@@ -989,8 +989,10 @@ def synthesize(
 ) -> list[SynthItem]:
     """Render ``n`` items one at a time into ``out_dir``.
 
-    Writes ``images/<stem>.jpg``, ``masks/<stem>.png`` and ``labels.csv`` (stem, category, style, width,
-    height). Reruns with the same arguments rewrite identical files.
+    Writes ``images/<stem>.jpg``, ``masks/<stem>.png``, ``labels.csv`` (stem, category, style, width,
+    height) and ``drop.json``, the drop descriptor that declares ``labels.csv`` as drop metadata (ingest
+    keeps it in ``raw/metadata/`` instead of quarantining it as a stray non-image file).
+    Reruns with the same arguments rewrite identical files.
     """
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -1011,4 +1013,6 @@ def synthesize(
             mask.save(tmp, format="PNG")
         items.append(item)
     write_csv(out_dir / "labels.csv", (vars(it) for it in items), LABEL_FIELDS)
+    write_json(out_dir / "drop.json", {"source": "backdrop synth", "seed": seed, "n": n,
+                                       "training": True, "metadata": ["labels.csv"]})
     return items

@@ -41,6 +41,7 @@ from starlette.datastructures import UploadFile
 
 from backdrop.config import ServeParams, load_params, resolve
 from backdrop.io import BadImageError
+from backdrop.serving.outputs import OutputOptions, final_prob
 from backdrop.serving.review import Confidence, ReviewQueue, confidence
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ def create_app(model: str | None = None, params: ServeParams | None = None) -> F
     all_params = load_params()
     sp = params or all_params.serve
     spec = model or os.environ.get(MODEL_ENV) or sp.model
-    handle = ModelHandle(spec, threads=sp.threads or None, refresh_s=sp.refresh_s)
+    handle = ModelHandle(spec, threads=sp.threads or None, refresh_s=sp.refresh_s, precision=sp.precision)
+    options = OutputOptions.from_params(sp)
     queue = ReviewQueue(resolve(sp.review_dir))
     metrics = Metrics()
     jobs = asyncio.Semaphore(2)  # photos decoded/composed at once: bounds memory (max_pixels each)
@@ -204,7 +206,8 @@ def create_app(model: str | None = None, params: ServeParams | None = None) -> F
         from backdrop.serving.onnx_fast import encode
 
         conf = confidence(pred.small, pred.disagreement)
-        body, media = encode(compose(photo, pred.prob, fmt), fmt)
+        prob = final_prob(photo, pred.prob, options)
+        body, media = encode(compose(photo, prob, fmt, options), fmt)
         routed = conf.score < sp.review_threshold
         sha = hashlib.sha256(data).hexdigest()
         if routed:
@@ -213,7 +216,7 @@ def create_app(model: str | None = None, params: ServeParams | None = None) -> F
         metrics.confidence.observe(conf.score)
         keep = log_predictions
         return Result(body, media, photo.width, photo.height, conf, routed, source,
-                      photo if keep else None, pred.prob if keep else None)
+                      photo if keep else None, prob if keep else None)
 
     def process(items: list[tuple[str, bytes]], fmt: str) -> list[Result | BadImageError]:
         seg = handle.segmenter  # this request keeps this version even if the alias moves meanwhile

@@ -49,8 +49,9 @@ def resolve_alias(ref: AliasRef) -> str:
 
 
 class ModelHandle:
-    def __init__(self, spec: str, threads: int | None = None, refresh_s: float = 30.0):
+    def __init__(self, spec: str, threads: int | None = None, refresh_s: float = 30.0, precision: str = "fp32"):
         self.spec = spec
+        self.precision = precision
         self.threads = threads or None
         self.refresh_s = refresh_s
         self.ref = alias_ref(spec)
@@ -66,9 +67,9 @@ class ModelHandle:
     # -- loading
     def _load(self, version: str | None) -> FastSegmenter:
         if self.ref is None:
-            return load_fast_segmenter(self.spec, self.threads)
+            return load_fast_segmenter(self.spec, self.threads, precision=self.precision)
         uri = f"models:/{self.ref.name}/{version}"
-        seg = load_fast_segmenter(uri, self.threads)
+        seg = load_fast_segmenter(uri, self.threads, precision=self.precision)
         seg.source = uri
         return seg
 
@@ -127,4 +128,5 @@ class ModelHandle:
         seg = self._segmenter
         return {"spec": self.spec, "source": seg.source if seg else None, "version": self.version,
                 "alias": self.ref.alias if self.ref else None, "size": seg.size if seg else None,
+                "precision": seg.precision if seg else None,
                 "reloads": self.reloads, "loaded_at": self.loaded_at}

@@ -242,9 +242,11 @@ class UploadProcessor:
     @property
     def segmenter(self):
         if self._segmenter is None:
+            from backdrop.config import load_params
             from backdrop.serving.onnx_fast import load_fast_segmenter
 
-            self._segmenter = load_fast_segmenter(self.model, size=self.size)
+            self._segmenter = load_fast_segmenter(self.model, size=self.size,
+                                                  precision=load_params().serve.precision)
         return self._segmenter
 
     def _recording(self) -> bool:
@@ -390,9 +392,13 @@ class UploadProcessor:
         log.error("%s: failed after %d attempt(s) (%s); moved to %s", item.path.name, attempts, exc, dest)
 
     def _process_batch(self, batch: list[_Pending]) -> None:
+        from backdrop.config import load_params
         from backdrop.inference import compose
         from backdrop.serving.images import decode
+        from backdrop.serving.outputs import OutputOptions, final_prob
         from backdrop.serving.review import ReviewQueue, confidence
+
+        options = OutputOptions.from_params(load_params().serve)
 
         seg = self.segmenter
         ready = []
@@ -415,7 +421,8 @@ class UploadProcessor:
         for (item, attempts, photo), pred in zip(ready, preds, strict=True):
             try:
                 conf = confidence(pred.small, pred.disagreement)
-                body = encode_tagged(compose(photo, pred.prob, self.fmt), self.fmt, item.sha)
+                pred.prob = final_prob(photo, pred.prob, options)
+                body = encode_tagged(compose(photo, pred.prob, self.fmt, options), self.fmt, item.sha)
                 if conf.score < self.review_threshold:
                     out = queue.add(item.path.name, item.sha, item.path, body, EXT[self.fmt], conf, seg.source)
                     routed = True

@@ -4,6 +4,15 @@ The case study grouped products into six visually similar clusters so quality ca
 per cluster (white products and beachwear were the weak ones). Features: the downsampled mask
 (silhouette) plus colour statistics of product and background (tone, contrast).
 The fitted scaler/PCA/k-means is saved so new images (inference, monitoring) get a cluster too.
+
+Stable ids when the data grows: the previous run's `model.joblib` (kept across `dvc repro` by
+`persist: true` on the stage's out) supplies the previous centroids. K-means is seeded with them
+(projected into the new PCA space), and the new centroids are matched to the previous ones by the
+Hungarian algorithm on their distances in feature space, so cluster 3 stays "cluster 3". A fresh
+k-means++ fit replaces the seeded one only if its inertia is `cluster.restart_gain` lower (the data
+changed shape); its ids are matched the same way. Without a usable previous model (first run,
+another k or feature size, `match_previous: false`) ids are ordered by silhouette area. The share
+of pairs that kept their cluster is in summary.json (`stability`).
 """
 
 from __future__ import annotations
@@ -76,6 +85,45 @@ def load_overrides(path: Path) -> dict[str, int]:
     return overrides
 
 
+def _previous(path: Path, params: ClusterParams):
+    """Centroids (k, F) in feature space, indexed by cluster id, of the previous model, if usable."""
+    import joblib
+
+    if not params.match_previous or not path.exists():
+        return None
+    try:
+        bundle = joblib.load(path)
+        if bundle["feature_size"] != params.feature_size or len(bundle["names"]) != params.k:
+            log.info("cluster: previous model has another k/feature size; ids start afresh")
+            return None
+        if "centroids" in bundle:
+            return bundle["centroids"]
+        raw = bundle["pca"].inverse_transform(bundle["kmeans"].cluster_centers_)
+        return raw[[old for old, _ in sorted(bundle["relabel"].items(), key=lambda kv: kv[1])]]
+    except Exception as exc:  # noqa: BLE001 - an unreadable old model must not block a new one
+        log.warning("cluster: previous model %s unusable (%s); ids start afresh", path, exc)
+        return None
+
+
+def match_ids(previous, centroids) -> dict[int, int]:
+    """new k-means label → previous cluster id, minimising total centroid distance (Hungarian)."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    cost = np.linalg.norm(previous[:, None, :] - centroids[None, :, :], axis=2)  # (k_prev, k_new)
+    rows, cols = linear_sum_assignment(cost)
+    return {int(c): int(r) for r, c in zip(rows, cols, strict=True)}
+
+
+def kept_share(before: list[dict[str, str]], after: list[dict]) -> tuple[float | None, int]:
+    """Share of pairs in both runs (not overridden in either) whose cluster did not change."""
+    old = {r["pair_id"]: int(r["cluster"]) for r in before if str(r.get("overridden")) != "True"}
+    common = [r for r in after if r["pair_id"] in old and not r["overridden"]]
+    if not common:
+        return None, 0
+    return sum(old[r["pair_id"]] == int(r["cluster"]) for r in common) / len(common), len(common)
+
+
 def cluster(params: ClusterParams, prepare_params: PrepareParams) -> ClusterResult:
     import joblib
     import numpy as np
@@ -95,12 +143,23 @@ def cluster(params: ClusterParams, prepare_params: PrepareParams) -> ClusterResu
     train = np.array([r["split"] == "train" for r in index])
     n_comp = min(params.pca_components, int(train.sum()) - 1, feats.shape[1])
     pca = PCA(n_components=n_comp, random_state=params.seed).fit(feats[train])
-    kmeans = KMeans(n_clusters=params.k, n_init=10, random_state=params.seed).fit(
-        pca.transform(feats[train]))
-    # Stable ids: order clusters by their centroid's silhouette area, largest first.
+    z_train = pca.transform(feats[train])
+    out = resolve(params.out_dir)
+    previous = _previous(out / "model.joblib", params)
+    before = read_csv(out / "assignments.csv") if previous is not None else []
+    kmeans = KMeans(n_clusters=params.k, n_init=10, random_state=params.seed).fit(z_train)
+    seeded = False
+    if previous is not None:
+        warm = KMeans(n_clusters=params.k, init=pca.transform(previous), n_init=1,
+                      random_state=params.seed).fit(z_train)
+        seeded = not kmeans.inertia_ < (1 - params.restart_gain) * warm.inertia_
+        kmeans = warm if seeded else kmeans
     centroids = pca.inverse_transform(kmeans.cluster_centers_)  # (k, F)
-    order = np.argsort(-centroids[:, : params.feature_size ** 2].mean(1), kind="stable")
-    relabel = {int(old): new for new, old in enumerate(order)}
+    if previous is not None:  # stable ids: the previous cluster each new centroid is nearest to
+        relabel = match_ids(previous, centroids)
+    else:  # first run: order clusters by their centroid's silhouette area, largest first
+        order = np.argsort(-centroids[:, : params.feature_size ** 2].mean(1), kind="stable")
+        relabel = {int(old): new for new, old in enumerate(order)}
     names = {relabel[i]: describe(centroids[i], params.feature_size) for i in range(params.k)}
     raw_labels = kmeans.predict(pca.transform(feats))
     overrides = load_overrides(resolve(params.overrides))
@@ -112,13 +171,20 @@ def cluster(params: ClusterParams, prepare_params: PrepareParams) -> ClusterResu
         sizes[str(cid)] += 1
         rows.append({"pair_id": row["pair_id"], "split": row["split"], "cluster": cid,
                      "cluster_name": names[cid], "overridden": row["pair_id"] in overrides})
-    out = resolve(params.out_dir)
+    kept, compared = kept_share(before, rows)
+    stability = {"previous_model": previous is not None, "seeded_from_previous": seeded,
+                 "kept_share": kept, "compared_pairs": compared}
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "assignments.csv", rows, ASSIGN_FIELDS)
+    by_id = np.stack([centroids[old] for old, _ in sorted(relabel.items(), key=lambda kv: kv[1])])
     joblib.dump({"pca": pca, "kmeans": kmeans, "relabel": relabel, "names": names,
-                 "feature_size": params.feature_size}, out / "model.joblib")
+                 "feature_size": params.feature_size, "centroids": by_id}, out / "model.joblib")
     write_json(out / "summary.json", {"sizes": sizes, "names": {str(k): v for k, v in names.items()},
-                                      "overrides_applied": sum(r["overridden"] for r in rows)})
+                                      "overrides_applied": sum(r["overridden"] for r in rows),
+                                      "stability": stability})
+    if kept is not None:
+        log.info("cluster: %.1f%% of %d earlier pairs kept their cluster (seeded: %s)", 100 * kept,
+                 compared, seeded)
     _montage(prepared, rows, params.k, out / "montage.png")
     log.info("cluster: sizes %s", sizes)
     return ClusterResult(sizes, names, out / "assignments.csv")

@@ -15,6 +15,14 @@ seen before but whose bytes changed is stored as a new version and supersedes th
 (`version`, `superseded_by`). A photo that arrives without its mask waits in `unpaired/` and is
 paired when the mask arrives in a later drop (and vice versa).
 
+Drop-level metadata: a drop may describe itself in a top-level `drop.json` (source, split, license,
+`"training": true|false`, and `"metadata": ["labels.csv", ...]`, the files that describe the drop
+rather than being photos or masks). `drop.json` and the non-image files it declares are stored by
+content in `data/raw/metadata/<sha256>.<ext>` with a row in `metadata.csv`, so they are kept but not
+quarantined as stray files; anything undeclared stays an unpaired file as before. A drop whose
+`drop.json` says `"training": false` (e.g. the Fashion-MNIST test split, which must never be
+trained on) is refused before anything is stored.
+
 Zip drops are read member by member straight from the archive: member names are never used as
 file-system paths (no path traversal), members named like `../x` or symbolic links are kept but
 flagged unsafe, and an archive claiming more than `ingest.max_unpacked_bytes` is refused.
@@ -54,6 +62,11 @@ MANIFEST_FIELDS = [
     "image_bytes", "mask_bytes", "source_drop", "source_image", "source_mask",
     "received_at", "vendor", "license", "version", "superseded_by",
 ]
+METADATA_FIELDS = [
+    "file_id", "path", "sha256", "bytes", "source_drop", "source_path", "received_at", "vendor",
+    "license",
+]
+DESCRIPTOR = "drop.json"   # top-level drop descriptor: {"metadata": [...], "training": bool, ...}
 UNPAIRED_FIELDS = [
     "file_id", "path", "sha256", "bytes", "role", "key", "note", "unsafe", "source_drop",
     "source_path", "received_at", "vendor", "license", "resolved_by",
@@ -68,6 +81,7 @@ class IngestResult:
     manifest: Path
     unpaired_added: int = 0    # of `orphans`, how many were new to the store
     skipped: list[str] = field(default_factory=list)  # OS clutter and symlinks, listed, not stored
+    metadata: list[str] = field(default_factory=list)  # drop.json and the files it declares (raw/metadata/)
 
 
 @dataclass(frozen=True)
@@ -253,6 +267,52 @@ def pair_entries(entries: list[Entry]) -> tuple[list[tuple[str, Entry, Entry]], 
     return pairs, lone
 
 
+# ---------------------------------------------------------------------------------------------- metadata
+
+class DropRefused(ValueError):
+    """The drop describes itself as not for training (drop.json `"training": false`)."""
+
+
+def split_metadata(entries: list[Entry], label: str) -> tuple[list[Entry], list[Entry], dict]:
+    """(other entries, metadata entries, the descriptor) — metadata = drop.json + what it declares.
+
+    Only a top-level, readable JSON-object `drop.json` counts; a broken one stays a normal (unpaired)
+    file, so validate quarantines it. Declared files must be top-level non-image files: a photo cannot
+    be hidden from validation by calling it metadata.
+    """
+    import json
+
+    by_rel = {e.rel: e for e in entries}
+    desc_entry = by_rel.get(DESCRIPTOR)
+    if desc_entry is None or desc_entry.unsafe or desc_entry.size > CHUNK:
+        return entries, [], {}
+    try:
+        with desc_entry.open() as fh:
+            descriptor = json.loads(fh.read(CHUNK + 1).decode("utf-8"))
+        if not isinstance(descriptor, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        log.warning("%s: %s is not a valid drop descriptor (%s); kept as an unpaired file", label,
+                    DESCRIPTOR, exc)
+        return entries, [], {}
+    declared = descriptor.get("metadata") or []
+    names = {DESCRIPTOR} | {str(n) for n in declared if isinstance(n, str)}
+    meta = [e for rel, e in by_rel.items() if rel in names and "/" not in rel and not e.unsafe
+            and e.suffix not in IMAGE_SUFFIXES]
+    for name in sorted(names - {e.rel for e in meta}):
+        log.warning("%s: %s declares metadata file %r, which is not a top-level non-image file of "
+                    "the drop", label, DESCRIPTOR, name)
+    keep = {id(e) for e in meta}
+    return [e for e in entries if id(e) not in keep], meta, descriptor
+
+
+def refuse_if_not_for_training(descriptor: dict, label: str) -> None:
+    if descriptor.get("training") is False:
+        what = ", ".join(f"{k}={descriptor[k]}" for k in ("source", "split") if k in descriptor)
+        raise DropRefused(f"{label}: {DESCRIPTOR} marks this drop as not for training ({what or 'no reason given'}); "
+                          "evaluation-only data must never reach the training store")
+
+
 # ---------------------------------------------------------------------------------------------- storing
 
 def _sha256(entry: Entry) -> str:
@@ -301,8 +361,10 @@ def ingest(params: IngestParams, drop_dir: Path | None = None) -> IngestResult:
     if drop.is_dir() and (raw.is_relative_to(drop) or drop.is_relative_to(raw)):
         raise ValueError(f"drop {drop} and raw store {raw} overlap: the store would ingest itself")
     manifest_path, unpaired_path = raw / "manifest.csv", raw / "unpaired.csv"
+    metadata_path = raw / "metadata.csv"
     rows = read_csv(manifest_path)
     loose = read_csv(unpaired_path)
+    meta_rows = read_csv(metadata_path)
     received_at = datetime.now(UTC).isoformat(timespec="seconds")
     known_pairs = {(r["image_sha256"], r["mask_sha256"]) for r in rows}
     paired_shas = {sha for r in rows for sha in (r["image_sha256"], r["mask_sha256"])}
@@ -343,6 +405,20 @@ def ingest(params: IngestParams, drop_dir: Path | None = None) -> IngestResult:
     added = present = loose_added = 0
     with ExitStack() as stack:
         entries, skipped = list_drop(drop, stack, params.max_unpacked_bytes)
+        entries, meta_entries, descriptor = split_metadata(entries, drop.name)
+        refuse_if_not_for_training(descriptor, drop.name)
+        known_meta = {(r["sha256"], r["source_drop"], r["source_path"]) for r in meta_rows}
+        for entry in meta_entries:  # kept by content, listed per drop and name
+            sha = _sha256(entry)
+            if (sha, drop.name, entry.rel) in known_meta:
+                continue
+            dest = raw / "metadata" / f"{sha}{_safe_suffix(entry)}"
+            _store(entry, dest, sha)
+            meta_rows.append({
+                "file_id": f"m-{sha[:14]}", "path": dest.relative_to(raw).as_posix(), "sha256": sha,
+                "bytes": entry.size, "source_drop": drop.name, "source_path": entry.rel,
+                "received_at": received_at, "vendor": params.vendor, "license": params.license,
+            })
         pairs, lone = pair_entries(entries)
         for key, image, mask in tqdm(pairs, desc="ingest", unit="pair", disable=None):
             image_sha, mask_sha = _sha256(image), _sha256(mask)
@@ -388,9 +464,12 @@ def ingest(params: IngestParams, drop_dir: Path | None = None) -> IngestResult:
 
     write_csv(manifest_path, rows, MANIFEST_FIELDS)
     write_csv(unpaired_path, loose, UNPAIRED_FIELDS)
+    if meta_rows:
+        write_csv(metadata_path, meta_rows, METADATA_FIELDS)
     orphan_names = [item.entry.rel for item in lone]
     write_json(raw / "orphans.json", {
         "drop": drop.name, "received_at": received_at,
+        "metadata": [e.rel for e in meta_entries],
         "files_without_partner": {item.entry.rel: item.note for item in lone},
         "skipped": skipped})
     if orphan_names:
@@ -401,7 +480,8 @@ def ingest(params: IngestParams, drop_dir: Path | None = None) -> IngestResult:
                     ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
     log.info("ingest: %d new pair(s), %d already present, %d new unpaired file(s), %d pairs in store",
              added, present, loose_added, len(rows))
-    return IngestResult(added, present, orphan_names, manifest_path, loose_added, skipped)
+    return IngestResult(added, present, orphan_names, manifest_path, loose_added, skipped,
+                        [e.rel for e in meta_entries])
 
 
 def _waiting_partner(loose: list[dict[str, str]], item: _Lone, vendor: str) -> dict[str, str] | None:

@@ -1,0 +1,125 @@
+"""Publishable outputs: white canvas at the shop's aspect, guided-filter refinement, RGBA alpha = mask,
+the int8 fast path against fp32, and `backdrop remove` on a folder through the fast path."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from backdrop.serving.outputs import OutputOptions, compose, final_prob, guided_filter, parse_aspect
+
+from .conftest import BIN, env_for, write_project
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def _scene(w: int = 400, h: int = 300):
+    """A red box on a grey background, and its exact probability map."""
+    rgb = np.full((h, w, 3), 128, np.uint8)
+    rgb[100:220, 60:160] = (200, 30, 30)
+    prob = np.zeros((h, w), np.float32)
+    prob[100:220, 60:160] = 1.0
+    return Image.fromarray(rgb, "RGB"), prob
+
+
+def test_white_output_is_centred_on_the_shop_aspect_with_margin():
+    photo, prob = _scene()
+    out = compose(photo, prob, "white", OutputOptions(white_aspect="1:1", white_margin=0.1))
+    assert out.mode == "RGB" and out.width == out.height  # 1:1
+    a = np.asarray(out).astype(int)
+    product = np.all(np.abs(a - (200, 30, 30)) < 3, axis=-1)
+    ys, xs = np.nonzero(product)
+    assert (ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) == (120, 100)  # not scaled
+    # the box's longer side (120) fills the canvas minus 10 % of it on each side: 120 / 0.8 = 150
+    assert out.size == (150, 150)
+    assert abs((ys.min() + ys.max()) / 2 - 74.5) <= 1 and abs((xs.min() + xs.max()) / 2 - 74.5) <= 1  # centred
+    assert np.all(a[~product] >= 250)  # everything else is white
+    tall = compose(photo, prob, "white", OutputOptions(white_aspect="4:5", white_margin=0.0))
+    assert tall.size[0] * 5 == pytest.approx(tall.size[1] * 4, abs=5)
+    assert compose(photo, prob, "white").size == photo.size  # "original" and no margin: the photo's frame
+    with pytest.raises(ValueError):
+        parse_aspect("square")
+
+
+def test_rgba_alpha_is_the_mask_and_guided_refinement_follows_the_photo_edge():
+    photo, prob = _scene()
+    # a coarse map: the true edge (x=60) blurred over ±12 px, like an upsampled 320 px prediction;
+    # the filter radius must cover the blur
+    xs = np.arange(photo.width, dtype=np.float32)
+    coarse = prob.copy()
+    ramp = np.clip((xs - 48) / 24, 0, 1)[None, :].repeat(photo.height, 0)
+    coarse[100:220, 40:80] = ramp[100:220, 40:80]
+    refined = final_prob(photo, coarse, OutputOptions(refine="guided", refine_radius=16, refine_eps=1e-4))
+    row = 160
+    # the refined map's edge sits on the photo's edge (x = 59 → 60) and is much steeper than the blur
+    steps = np.diff(refined[row, 40:80])
+    assert 40 + int(np.argmax(steps)) == 59
+    assert steps.max() > 5 * np.diff(coarse[row, 40:80]).max()
+    assert np.abs(refined - prob)[100:220, 40:80].mean() < np.abs(coarse - prob)[100:220, 40:80].mean()
+    assert refined[row, 200] == coarse[row, 200] == 0.0 and refined[row, 100] == 1.0  # certain pixels kept
+    rgba = compose(photo, refined, "rgba")
+    mask = compose(photo, refined, "mask")
+    assert rgba.mode == "RGBA" and rgba.size == photo.size
+    assert np.array_equal(np.asarray(rgba)[..., 3], np.asarray(mask))
+    assert np.array_equal(np.asarray(rgba)[..., :3], np.asarray(photo))
+    # guided filter of a constant is that constant
+    g = np.random.default_rng(0).random((40, 50), dtype=np.float32)
+    assert np.allclose(guided_filter(g, np.full_like(g, 0.3), 4, 1e-3), 0.3, atol=1e-4)
+
+
+def test_int8_path_agrees_with_fp32_on_held_out_photos():
+    from backdrop.data.synth import render_item
+    from backdrop.serving.onnx_fast import load_fast_segmenter
+
+    fp32 = load_fast_segmenter("official:u2netp", precision="fp32")
+    int8 = load_fast_segmenter("official:u2netp", precision="int8")  # quantized once, then cached
+    assert int8.precision == "int8" and "int8" in int8.onnx_file and fp32.precision == "fp32"
+    photos = [render_item(31337, i, min_side=700, max_side=1100)[0] for i in range(3)]
+    ious = [_iou(a.prob >= 0.5, b.prob >= 0.5)
+            for a, b in zip(int8.predict_batch(photos), fp32.predict_batch(photos), strict=True)]
+    assert min(ious) >= 0.99 and np.mean(ious) >= 0.995, ious
+    # another input size cannot use the 320 px calibration: it falls back to fp32
+    assert load_fast_segmenter("official:u2netp", size=160, precision="int8").precision == "fp32"
+
+
+def test_remove_cli_uses_the_fast_path_with_progress_at_original_sizes(tmp_path):
+    from backdrop.data.synth import render_item
+
+    project = write_project(tmp_path / "proj", monitoring={"record_predictions": False})
+    src = project / "photos"
+    src.mkdir()
+    sizes = {}
+    for i in range(5):
+        photo, _mask, _ = render_item(4711, i, min_side=300, max_side=500)
+        photo.save(src / f"p{i}.jpg", quality=90)
+        sizes[f"p{i}"] = photo.size
+    out = project / "out"
+    proc = subprocess.run([str(BIN / "backdrop"), "remove", str(src), "--out", str(out), "--model", "official:u2netp"],
+                          cwd=project, env=env_for(project), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    log = proc.stdout + proc.stderr
+    assert "remove: 5/5 img (100%" in log  # the progress helper's line (a tqdm bar on a terminal)
+    assert "PyTorch" not in log  # no fallback: the ONNX path ran
+    for stem, size in sizes.items():
+        cut = Image.open(out / f"{stem}.png")
+        assert cut.mode == "RGBA" and cut.size == size
+        alpha = np.asarray(cut)[..., 3]
+        assert 0.05 < (alpha > 127).mean() < 0.95
+    proc = subprocess.run([str(BIN / "backdrop"), "remove", str(src / "p0.jpg"), "--out", str(out / "m"),
+                           "--model", "official:u2netp", "--format", "mask"],
+                          cwd=project, env=env_for(project), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    mask = np.asarray(Image.open(out / "m" / "p0.png"))
+    assert np.array_equal(mask, np.asarray(Image.open(out / "p0.png"))[..., 3])  # RGBA alpha == the mask
+    white = subprocess.run([str(BIN / "backdrop"), "remove", str(src / "p1.jpg"), "--out", str(out / "w"),
+                            "--model", "official:u2netp", "--format", "white"],
+                           cwd=project, env=env_for(project), capture_output=True, text=True, timeout=600)
+    assert white.returncode == 0, white.stderr
+    img = Image.open(io.BytesIO((out / "w" / "p1.jpg").read_bytes()))
+    assert img.format == "JPEG" and img.width == img.height  # params.yaml: white_aspect "1:1"
