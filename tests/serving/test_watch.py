@@ -73,8 +73,9 @@ def test_burst_is_processed_exactly_once_across_a_kill(tmp_path, burst_photos):
         time.sleep(1.0)  # anything processed twice would show up now
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGTERM)  # what systemd / docker stop send: a graceful stop
             proc.wait(20)
+    assert proc.returncode == 0 and '"ledger"' in log.read_text().splitlines()[-1], log.read_text()[-2000:]
 
     shas = {hashlib.sha256(d).hexdigest() for d in burst_photos}
     assert len(shas) == N

@@ -5,12 +5,16 @@ Module level imports only typer; each command imports what it needs when it runs
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+log = logging.getLogger(__name__)
 
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="champion | models:/name/N | PATH/model.pt | PATH/model.onnx | official:u2netp "
@@ -71,13 +75,29 @@ def watch(
             stats = proc.run_once()
             typer.echo(json.dumps({"run": stats.as_dict(), "ledger": summary(proc.upload_dir)}))
         else:
-            proc.watch()
+            proc.watch(_stop_on_signals(proc))
+            typer.echo(json.dumps({"run": proc.stats.as_dict(), "ledger": summary(proc.upload_dir)}), err=True)
     except RuntimeError as exc:  # another process holds the folder
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo(json.dumps({"run": proc.stats.as_dict(), "ledger": summary(proc.upload_dir)}), err=True)
-        sys.exit(130)
+
+
+def _stop_on_signals(proc) -> threading.Event:
+    """SIGTERM (systemd, docker stop, Airflow) and SIGINT finish the photo batch in hand, then stop.
+
+    Installed explicitly: a process started from a non-interactive shell in the background inherits
+    SIGINT as ignored, and Python then never raises KeyboardInterrupt.
+    """
+    stop = threading.Event()
+
+    def handler(signum, _frame) -> None:
+        log.info("%s: finishing the current batch, then stopping", signal.Signals(signum).name)
+        stop.set()
+        proc.wake_up()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+    return stop
 
 
 def export_onnx(

@@ -452,6 +452,10 @@ class UploadProcessor:
             n += len(due)
         return n
 
+    def wake_up(self) -> None:
+        """Make `watch` look at its stop event now instead of after its next wait (signal-safe)."""
+        self._wake.set()
+
     def _next_wake(self) -> float:
         now = time.monotonic()
         pending = [t - now for t in self._not_before.values() if t > now]
