@@ -92,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
                         errors.append(f"{r.status_code}: {r.text[:200]}")
                     i += 1
 
+        samples: list[tuple[float, float]] = []  # (seconds since start, server RSS MiB), every second
+
         def sample() -> None:
             while time.monotonic() < stop:
-                rss_peak[0] = max(rss_peak[0], rss_mb(proc.pid))
+                rss = rss_mb(proc.pid)
+                rss_peak[0] = max(rss_peak[0], rss)
+                samples.append((time.monotonic() - t0, rss))
                 time.sleep(1)
 
         threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
@@ -107,13 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.monotonic() - t0
         rss_end = rss_mb(proc.pid)
         lat = sorted(latencies)
+        # Bounded memory: after the working set has grown in, the second half of the run peaks no
+        # higher than the first half (+5 % for allocator noise).
+        quarters = [max([r for t, r in samples if q * wall / 4 <= t < (q + 1) * wall / 4] or [float("nan")])
+                    for q in range(4)]
+        first_half, second_half = max(quarters[:2]), max(quarters[2:])
         report = {
             "clients": args.clients, "seconds": round(wall, 1), "requests": len(lat), "errors": len(errors),
             "error_samples": errors[:3], "requests_per_s": round(len(lat) / wall, 3),
             "latency_s": {"p50": round(statistics.median(lat), 3),
                           "p95": round(lat[min(len(lat) - 1, int(0.95 * len(lat)))], 3), "max": round(lat[-1], 3)},
             "server_rss_mb": {"after_warmup": round(rss_start, 1), "peak": round(rss_peak[0], 1),
-                              "end": round(rss_end, 1)},
+                              "end": round(rss_end, 1),
+                              "peak_per_quarter": [round(q, 1) for q in quarters]},
+            "memory_bounded": bool(second_half <= 1.05 * first_half),
             "photo_sides": [800, 1200], "model": args.model, "loadavg_at_end": list(os.getloadavg()),
             "server_model": health.get("model"),
         }

@@ -108,3 +108,30 @@ def test_remove_logs_predictions_and_corrections_feed_the_time_series(project_cw
     assert {(p.scope, p.key) for p in series} >= {("overall", "all"), ("cluster", str(first.cluster)),
                                                    ("model", first.model_version)}
     assert all(p.iou_mean == pytest.approx(history[1].iou) for p in series)
+
+
+def test_first_use_from_many_threads_creates_the_tables_once(tmp_path):
+    """The API records from several threads at once; the first writes must not race on CREATE TABLE."""
+    import threading
+
+    from sqlalchemy import inspect
+
+    from backdrop.monitoring.predlog import engine_for
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    start, engines, errors = threading.Barrier(8), [], []
+
+    def first_use() -> None:
+        start.wait()
+        try:
+            engines.append(engine_for(url))
+        except Exception as exc:  # noqa: BLE001  (collected and asserted below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len({id(e) for e in engines}) == 1
+    assert "predictions" in inspect(engines[0]).get_table_names()

@@ -18,6 +18,7 @@ import io
 import logging
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -168,10 +169,31 @@ def db_url(params: MonitoringParams) -> str:
     return url
 
 
-@lru_cache(maxsize=8)
+_ENGINES_LOCK = threading.Lock()
+
+
 def engine_for(url: str) -> Engine:
+    """One engine per database URL and process, its tables created on first use.
+
+    Thread-safe (the API records predictions from several worker threads at once), and tolerant of
+    another process creating the same tables at the same moment (create_all checks, then creates).
+    """
+    with _ENGINES_LOCK:
+        return _engine_for(url)
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> Engine:
+    from sqlalchemy.exc import DatabaseError
+
     engine = create_engine(url, future=True, pool_pre_ping=True)
-    Base.metadata.create_all(engine)
+    for attempt in range(3):
+        try:
+            Base.metadata.create_all(engine)
+            break
+        except DatabaseError as exc:  # a concurrent creator won the race: check again
+            if "already exists" not in str(exc) or attempt == 2:
+                raise
     return engine
 
 
