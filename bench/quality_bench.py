@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="score only the first N test images (0 = all)")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/quality.json")
     args = ap.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # progress lines
 
     import onnxruntime as ort
     from PIL import Image
