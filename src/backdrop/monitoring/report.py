@@ -139,7 +139,7 @@ def _log_mlflow(params: Params, wm: WindowMetrics, html: Path | None, trend: Pat
     mp = params.monitoring
     exp = mlflow.get_experiment_by_name(mp.mlflow_experiment)
     exp_id = exp.experiment_id if exp else mlflow.create_experiment(
-        mp.mlflow_experiment, artifact_location=_artifact_location(params, mp.mlflow_experiment))
+        mp.mlflow_experiment, artifact_location=tracking.artifact_location(params, mp.mlflow_experiment))
     metrics = {}
     for p in wm.points:
         key = "overall" if p["scope"] == "overall" else f"{p['scope']}_{p['key']}"
@@ -158,13 +158,6 @@ def _log_mlflow(params: Params, wm: WindowMetrics, html: Path | None, trend: Pat
         run_id = run.info.run_id
     url = f"{mp.mlflow_ui_url.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
     return run_id, url
-
-
-def _artifact_location(params: Params, experiment: str) -> str:
-    root = params.mlflow.artifact_root
-    if "://" in str(root):
-        return f"{str(root).rstrip('/')}/{experiment}"
-    return (resolve(root) / experiment).as_uri()
 
 
 def link(params: Params, path: Path | None) -> str | None:
