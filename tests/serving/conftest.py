@@ -51,6 +51,19 @@ def jpeg_bytes(size=(300, 400), seed: int = 1, index: int = 0) -> bytes:
     return buf.getvalue()
 
 
+def write_photos(folder: Path, n: int, seed: int, min_side: int, max_side: int) -> dict[str, tuple[int, int]]:
+    """n rendered product photos as JPEGs p000.jpg…; returns stem → (width, height)."""
+    from backdrop.data.synth import render_item
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for i in range(n):
+        photo, _mask, _ = render_item(seed, i, min_side=min_side, max_side=max_side)
+        photo.save(folder / f"p{i:03d}.jpg", quality=90)
+        sizes[f"p{i:03d}"] = photo.size
+    return sizes
+
+
 class Server:
     """`backdrop serve` on an ephemeral 127.0.0.1 port, in its own process group."""
 

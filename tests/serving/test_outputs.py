@@ -12,7 +12,7 @@ from PIL import Image
 
 from backdrop.serving.outputs import OutputOptions, compose, final_prob, guided_filter, parse_aspect
 
-from .conftest import BIN, env_for, write_project
+from .conftest import BIN, env_for, write_photos, write_project
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -89,16 +89,9 @@ def test_int8_path_agrees_with_fp32_on_held_out_photos():
 
 
 def test_remove_cli_uses_the_fast_path_with_progress_at_original_sizes(tmp_path):
-    from backdrop.data.synth import render_item
-
     project = write_project(tmp_path / "proj", monitoring={"record_predictions": False})
     src = project / "photos"
-    src.mkdir()
-    sizes = {}
-    for i in range(5):
-        photo, _mask, _ = render_item(4711, i, min_side=300, max_side=500)
-        photo.save(src / f"p{i}.jpg", quality=90)
-        sizes[f"p{i}"] = photo.size
+    sizes = write_photos(src, 5, seed=4711, min_side=300, max_side=500)
     out = project / "out"
     proc = subprocess.run([str(BIN / "backdrop"), "remove", str(src), "--out", str(out), "--model", "official:u2netp"],
                           cwd=project, env=env_for(project), capture_output=True, text=True, timeout=600)
@@ -111,15 +104,15 @@ def test_remove_cli_uses_the_fast_path_with_progress_at_original_sizes(tmp_path)
         assert cut.mode == "RGBA" and cut.size == size
         alpha = np.asarray(cut)[..., 3]
         assert 0.05 < (alpha > 127).mean() < 0.95
-    proc = subprocess.run([str(BIN / "backdrop"), "remove", str(src / "p0.jpg"), "--out", str(out / "m"),
+    proc = subprocess.run([str(BIN / "backdrop"), "remove", str(src / "p000.jpg"), "--out", str(out / "m"),
                            "--model", "official:u2netp", "--format", "mask"],
                           cwd=project, env=env_for(project), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    mask = np.asarray(Image.open(out / "m" / "p0.png"))
-    assert np.array_equal(mask, np.asarray(Image.open(out / "p0.png"))[..., 3])  # RGBA alpha == the mask
-    white = subprocess.run([str(BIN / "backdrop"), "remove", str(src / "p1.jpg"), "--out", str(out / "w"),
+    mask = np.asarray(Image.open(out / "m" / "p000.png"))
+    assert np.array_equal(mask, np.asarray(Image.open(out / "p000.png"))[..., 3])  # RGBA alpha == the mask
+    white = subprocess.run([str(BIN / "backdrop"), "remove", str(src / "p001.jpg"), "--out", str(out / "w"),
                             "--model", "official:u2netp", "--format", "white"],
                            cwd=project, env=env_for(project), capture_output=True, text=True, timeout=600)
     assert white.returncode == 0, white.stderr
-    img = Image.open(io.BytesIO((out / "w" / "p1.jpg").read_bytes()))
+    img = Image.open(io.BytesIO((out / "w" / "p001.jpg").read_bytes()))
     assert img.format == "JPEG" and img.width == img.height  # params.yaml: white_aspect "1:1"

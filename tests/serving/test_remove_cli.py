@@ -8,20 +8,13 @@ import subprocess
 import numpy as np
 from PIL import Image
 
-from tests.serving.conftest import BIN, env_for, write_project
+from tests.serving.conftest import BIN, env_for, write_photos, write_project
 
 
 def test_remove_a_folder_of_100_photos(tmp_path):
-    from backdrop.data.synth import render_item
-
     project = write_project(tmp_path / "project", monitoring={"record_predictions": True})
     photos = tmp_path / "shop"
-    photos.mkdir()
-    sizes = {}
-    for i in range(100):
-        photo, _mask, _ = render_item(4242, i, min_side=160, max_side=360)
-        photo.save(photos / f"p{i:03d}.jpg", quality=90)
-        sizes[f"p{i:03d}"] = photo.size
+    sizes = write_photos(photos, 100, seed=4242, min_side=160, max_side=360)
 
     def remove(out: str, fmt: str, inputs: list[str]) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(BIN / "backdrop"), "remove", *inputs, "--out", out, "--model", "official:u2netp",
