@@ -94,6 +94,7 @@ class PrepareParams(_Section):
     val_share: float = Field(0.15, gt=0, lt=1)
     test_share: float = Field(0.15, gt=0, lt=1)
     seed: int = 13
+    soft_masks: bool = True  # edge pixels keep their foreground share (sub-pixel edges)
     out_dir: Path = Path("data/prepared")
 
     @field_validator("size")

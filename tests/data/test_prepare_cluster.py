@@ -55,15 +55,18 @@ def prepared(tmp_path_factory, synth) -> Prepared:
     return Prepared(stage, params, first_index, _rows(result.index), result.counts)
 
 
-def test_prepare_writes_fixed_size_photos_and_binary_masks(prepared):
+def test_prepare_writes_fixed_size_photos_and_soft_edged_masks(prepared):
     out = prepared.stage.root / "data/prepared"
     assert len(prepared.index) == len(FIRST) + len(LATER)
     for row in prepared.index:
         with Image.open(out / row["image"]) as photo, Image.open(out / row["mask"]) as mask:
             assert photo.size == mask.size == (SIZE, SIZE)
             assert photo.mode == "RGB" and mask.mode == "L"
-            values = set(np.unique(np.asarray(mask)).tolist())
-        assert values <= {0, 255} and 255 in values, row["pair_id"]  # binary, not empty
+            values = np.asarray(mask)
+        assert (values == 255).any() and (values == 0).any(), row["pair_id"]  # not empty, not full
+        grey = (values > 0) & (values < 255)
+        # soft masks: only edge pixels are partial (their foreground share), and some are
+        assert 0 < grey.mean() < 0.1, row["pair_id"]
         assert int(row["orig_width"]) >= 300 and int(row["orig_height"]) >= 300  # the originals' size
 
 
@@ -132,3 +135,18 @@ def test_assign_gives_a_cluster_for_a_new_image(clustered, prepared, synth):
         with Image.open(out / "images" / f"{row['pair_id']}.png") as p, \
                 Image.open(out / "masks" / f"{row['pair_id']}.png") as m:
             assert assign(clustered["model"], p, m)[0] == int(row["cluster"])
+
+
+def test_resize_pair_keeps_edge_coverage_or_rebinarises():
+    """A 3-px-wide box in a 12-px mask, shrunk 4×, covers 3/4 of one target column: soft masks keep
+    that share (191), binary ones round it up; the photo is resized the same way either way."""
+    from backdrop.stages.prepare import resize_pair
+
+    mask = np.zeros((12, 12), np.uint8)
+    mask[:, 1:4] = 255
+    photo = Image.new("RGB", (12, 12), "white")
+    _, soft = resize_pair(photo, Image.fromarray(mask), 3)
+    _, hard = resize_pair(photo, Image.fromarray(mask), 3, soft=False)
+    assert np.asarray(soft)[:, 0].tolist() == [191, 191, 191]
+    assert np.asarray(hard)[:, 0].tolist() == [255, 255, 255]
+    assert np.asarray(soft)[:, 1:].max() == 0 and np.asarray(hard)[:, 1:].max() == 0

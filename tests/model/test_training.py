@@ -349,7 +349,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(project, monkeypatch, caplog)
     assert means and all(float(m.abs().max()) == 0.0 for m in means)
 
 
-def test_downsample_batch_keeps_targets_binary_and_aligned():
+def test_downsample_batch_keeps_target_coverage_and_alignment():
     import torch
 
     from backdrop.stages.train import downsample_batch
@@ -359,9 +359,9 @@ def test_downsample_batch_keeps_targets_binary_and_aligned():
     y = torch.from_numpy(masks)[:, None]  # (2,1,64,64)
     xs, ys = downsample_batch(x, y, 32)
     assert xs.shape == (2, 3, 32, 32) and ys.shape == (2, 1, 32, 32)
-    assert set(torch.unique(ys).tolist()) <= {0.0, 1.0}
+    assert float(ys.min()) >= 0.0 and float(ys.max()) == 1.0  # coverages, not re-binarised
     # the box covers the same share of the frame, and the red channel still encodes the column
-    assert float(ys.mean()) == pytest.approx(float(y.mean()), abs=0.03)
+    assert float(ys.mean()) == pytest.approx(float(y.mean()), abs=1e-6)  # area average keeps the share
     assert float(xs[0, 0, 0, -1]) > 0.95 and float(xs[0, 0, 0, 0]) < 0.05
     assert downsample_batch(x, y, 64)[0] is x
 

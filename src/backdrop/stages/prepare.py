@@ -1,6 +1,9 @@
 """prepare: validated pairs → fixed-size training tensors on disk and a train/val/test split.
 
-Photos are resized to `prepare.size`² (the network's input), masks likewise and re-binarised.
+Photos are resized to `prepare.size`² (the network's input). Masks are area-averaged: with
+`prepare.soft_masks` each edge pixel keeps its foreground share (0..255), so the network learns where
+an edge lies inside a pixel and its upsampled output is sharp at the photo's own size; otherwise they
+are re-binarised at 50 %.
 The split is a hash of (seed, pair_id), so adding pairs never moves old pairs between splits.
 """
 
@@ -35,12 +38,15 @@ def split_of(pair_id: str, seed: int, val_share: float, test_share: float) -> st
     return "train"
 
 
-def resize_pair(image, mask, size: int):
-    """Square network input: LANCZOS for the photo, area-average then threshold for the mask."""
+def resize_pair(image, mask, size: int, soft: bool = True):
+    """Square network input: LANCZOS for the photo, area average for the mask (its edge pixels keep
+    their coverage when `soft`, else thresholded at 50 %)."""
     from PIL import Image
 
     photo = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
-    target = mask.resize((size, size), Image.Resampling.BOX).point(lambda v: 255 if v > 127 else 0)
+    target = mask.resize((size, size), Image.Resampling.BOX)
+    if not soft:
+        target = target.point(lambda v: 255 if v > 127 else 0)
     return photo, target
 
 
@@ -68,7 +74,7 @@ def prepare(params: PrepareParams, validate_params: ValidateParams,
     for row in progress(rows, desc=f"prepare {params.size}px", unit="pair"):
         image = open_image(raw / row["image_path"], max_pixels=validate_params.max_pixels)
         mask = mask_channel(open_image(raw / row["mask_path"], max_pixels=validate_params.max_pixels))
-        photo, target = resize_pair(image, mask, params.size)
+        photo, target = resize_pair(image, mask, params.size, params.soft_masks)
         name = row["pair_id"]
         photo.save(out / "images" / f"{name}.png")
         target.save(out / "masks" / f"{name}.png")

@@ -66,12 +66,13 @@ class TrainResult:
 # ------------------------------------------------------------------------------------------ data
 
 def load_arrays(prepared: Path, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Photos uint8 (N,S,S,3) and masks float32 (N,S,S) in {0,1} for the given index rows."""
+    """Photos uint8 (N,S,S,3) and masks float32 (N,S,S) in [0,1] (an edge pixel's foreground share
+    when prepare wrote soft masks) for the given index rows."""
     from PIL import Image
 
     photos = np.stack([np.asarray(Image.open(prepared / r["image"]).convert("RGB")) for r in rows])
-    masks = np.stack([np.asarray(Image.open(prepared / r["mask"]).convert("L")) > 127 for r in rows])
-    return photos, masks.astype(np.float32)
+    masks = np.stack([np.asarray(Image.open(prepared / r["mask"]).convert("L")) for r in rows])
+    return photos, masks.astype(np.float32) / 255.0
 
 
 def split_rows(params: Params) -> dict[str, list[dict]]:
@@ -191,14 +192,14 @@ def augment(photos: np.ndarray, masks: np.ndarray, tp: TrainParams, rng: np.rand
 # ------------------------------------------------------------------------------------------- loss
 
 def downsample_batch(x, y, size: int):
-    """Progressive resizing: (B,3,S,S) photos and (B,1,S,S) targets → size² (area average; targets
-    re-binarised), so early epochs cost (size/S)² of a full-size step and later ones refine at S."""
+    """Progressive resizing: (B,3,S,S) photos and (B,1,S,S) targets → size² (area average, so soft
+    targets stay coverages), so early epochs cost (size/S)² of a full-size step and later ones refine at S."""
     import torch.nn.functional as F
 
     if x.shape[-1] == size:
         return x, y
     x = F.interpolate(x, size=(size, size), mode="area")
-    y = (F.interpolate(y, size=(size, size), mode="area") > 0.5).float()
+    y = F.interpolate(y, size=(size, size), mode="area")
     return x, y
 
 
