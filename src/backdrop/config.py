@@ -11,7 +11,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PARAMS_ENV = "BACKDROP_PARAMS"
@@ -314,13 +313,23 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         raise ConfigError(f"{source}: invalid value(s)\n" + "\n".join(lines)) from None
 
 
+def read_yaml(text: str):
+    """YAML 1.2, as DVC reads and rewrites params.yaml (`dvc exp run -S` drops quotes): PyYAML's 1.1
+    would turn an unquoted `1:1` into the base-60 integer 61 and `no` into False."""
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load(text)
+
+
 @lru_cache(maxsize=8)
 def _load(path: Path) -> Params:
+    from ruamel.yaml import YAMLError
+
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (run from the project root or set {PARAMS_ENV})") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")

@@ -117,3 +117,18 @@ def test_artifact_root_keeps_object_store_uris(tmp_path, monkeypatch):
     monkeypatch.setenv("BACKDROP_PROJECT_DIR", str(tmp_path))
     local = parse_params({})
     assert artifact_location(local, "backdrop") == (tmp_path / "mlflow" / "artifacts" / "backdrop").as_uri()
+
+
+def test_params_rewritten_by_dvc_exp_run_set_still_load(tmp_path):
+    """`dvc exp run -S key=value` rewrites params.yaml with ruamel (YAML 1.2) and drops quotes, so
+    `white_aspect: "1:1"` becomes `white_aspect: 1:1` — a base-60 integer (61) to a YAML 1.1 reader."""
+    from dvc.utils.serialize import modify_yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(REPO_PARAMS.read_text())
+    with modify_yaml(path) as data:  # what `dvc exp run -S train.epochs=3` does to the file
+        data["train"]["epochs"] = 3
+    assert "white_aspect: 1:1" in path.read_text()  # quotes gone, as in a real experiment
+    params = load_params(path)
+    assert params.serve.white_aspect == "1:1"
+    assert params.train.epochs == 3
