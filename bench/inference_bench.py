@@ -13,7 +13,7 @@ Same machine, same run, same images, same weights (the official U²-NetP):
   official weights): header-checked decode in a prefetch thread overlapped with the session run
   (`FastSegmenter.stream`), LANCZOS resize after an integer `reduce()`, tuned session (intra-op
   threads = cores, no spinning), bilinear upsampling of the probability map, `inference.compose`
-  (RGBA by `putalpha`), plus the review confidence. int8 = `serving.quantize` (12 heavy convs int8,
+  (RGBA by `putalpha`), plus the review confidence. int8 = `serving.quantize` (the RSU stages in uint8,
   sensitive ones fp32). The default is whichever `serve.precision` in params.yaml names.
 * torch eager: `inference.Segmenter` (PyTorch, `torch.set_num_threads(cores)`), one image at a time.
 

@@ -87,6 +87,19 @@ def test_int8_path_agrees_with_fp32_on_held_out_photos():
     # another input size cannot use the 320 px calibration: it falls back to fp32
     assert load_fast_segmenter("official:u2netp", size=160, precision="int8").precision == "fp32"
 
+    # the int8 region: every stage conv but the first and stage2d's concat-fed pair reads int8 weights
+    import onnx
+
+    from backdrop.serving.quantize import FIRST_CONV, SENSITIVE_CONVS
+
+    graph = onnx.load(int8.onnx_file).graph
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = {n.name: n.input[1] in dequantized for n in graph.node if n.op_type == "Conv"}
+    stage_convs = {name: q for name, q in convs.items() if name.startswith("/net/stage")}
+    assert not any(convs[name] for name in (FIRST_CONV, *SENSITIVE_CONVS))
+    assert not any(q for name, q in convs.items() if "/side" in name or "outconv" in name)
+    assert sum(stage_convs.values()) == len(stage_convs) - 3 > 100
+
 
 def test_remove_cli_uses_the_fast_path_with_progress_at_original_sizes(tmp_path):
     project = write_project(tmp_path / "proj", monitoring={"record_predictions": False})
