@@ -150,3 +150,15 @@ def test_resize_pair_keeps_edge_coverage_or_rebinarises():
     assert np.asarray(soft)[:, 0].tolist() == [191, 191, 191]
     assert np.asarray(hard)[:, 0].tolist() == [255, 255, 255]
     assert np.asarray(soft)[:, 1:].max() == 0 and np.asarray(hard)[:, 1:].max() == 0
+
+
+def test_cluster_names_are_unique_even_when_descriptions_repeat(clustered):
+    from backdrop.stages.cluster import unique_names
+
+    names = unique_names({0: "tall slim, mid-tone", 1: "tall slim, mid-tone", 2: "wide full, dark",
+                          3: "square slim, light", 4: "square slim, light"},
+                         {0: 0.18, 1: 0.26, 2: 0.5, 3: 0.2, 4: 0.2})
+    assert names == {0: "tall slim, mid-tone, 18% of frame", 1: "tall slim, mid-tone, 26% of frame",
+                     2: "wide full, dark", 3: "square slim, light, 20% of frame (c3)",
+                     4: "square slim, light, 20% of frame (c4)"}
+    assert len(set(clustered["first"].names.values())) == len(clustered["first"].names)  # the stage's own

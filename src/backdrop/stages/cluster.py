@@ -73,6 +73,24 @@ def describe(centroid_features, size: int) -> str:
     return f"{shape}, {tone}"
 
 
+def unique_names(names: dict[int, str], areas: dict[int, float]) -> dict[int, str]:
+    """Clusters that `describe` names alike get their silhouette's share of the frame appended
+    ("tall slim, mid-tone, 18 % of frame"), then their id if even that ties: a name shown in the MLflow
+    UI or an alert must point at one cluster."""
+    out = dict(names)
+    for name in set(names.values()):
+        same = [cid for cid, n in names.items() if n == name]
+        if len(same) > 1:
+            for cid in same:
+                out[cid] = f"{name}, {areas[cid]:.0%} of frame"
+    for name in set(out.values()):
+        same = [cid for cid, n in out.items() if n == name]
+        if len(same) > 1:
+            for cid in same:
+                out[cid] = f"{name} (c{cid})"
+    return out
+
+
 def load_overrides(path: Path) -> dict[str, int]:
     """pair_id → cluster from the hand-curated CSV (columns pair_id, cluster[, note])."""
     overrides = {}
@@ -160,7 +178,9 @@ def cluster(params: ClusterParams, prepare_params: PrepareParams) -> ClusterResu
     else:  # first run: order clusters by their centroid's silhouette area, largest first
         order = np.argsort(-centroids[:, : params.feature_size ** 2].mean(1), kind="stable")
         relabel = {int(old): new for new, old in enumerate(order)}
-    names = {relabel[i]: describe(centroids[i], params.feature_size) for i in range(params.k)}
+    names = unique_names({relabel[i]: describe(centroids[i], params.feature_size) for i in range(params.k)},
+                         {relabel[i]: float(centroids[i, : params.feature_size ** 2].clip(0, 1).mean())
+                          for i in range(params.k)})
     raw_labels = kmeans.predict(pca.transform(feats))
     overrides = load_overrides(resolve(params.overrides))
     rows, sizes = [], {str(c): 0 for c in range(params.k)}
