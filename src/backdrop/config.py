@@ -188,6 +188,7 @@ class RemoveParams(_Section):
     format: Literal["rgba", "white", "mask"] = "rgba"
     engine: Literal["auto", "onnx", "torch"] = "auto"  # auto: the ONNX fast path, PyTorch if it fails
     batch_size: int = Field(1, ge=1)                   # photos per session run
+    workers: int = Field(0, ge=0)                      # parallel lanes (1 thread each); 0 = one per core
 
 
 class ProfileParams(_Section):

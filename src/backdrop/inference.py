@@ -153,7 +153,10 @@ def remove(inputs: Iterable[Path], out_dir: Path, model: str = "champion", fmt: 
     out_dir.mkdir(parents=True, exist_ok=True)
     ext, pil_format = (".jpg", "JPEG") if fmt == "white" else (".png", "PNG")
     if hasattr(segmenter, "stream"):
-        results = segmenter.stream(files, open_image, params.remove.batch_size)
+        from backdrop.serving.onnx_fast import available_cores
+
+        results = segmenter.stream(files, open_image, params.remove.batch_size,
+                                   params.remove.workers or available_cores())
         pairs = ((path, photo, pred.prob) for path, photo, pred in results)
     else:
         pairs = ((path, photo, segmenter.probabilities(photo)) for path in files for photo in [open_image(path)])

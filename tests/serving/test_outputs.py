@@ -129,3 +129,29 @@ def test_remove_cli_uses_the_fast_path_with_progress_at_original_sizes(tmp_path)
     assert white.returncode == 0, white.stderr
     img = Image.open(io.BytesIO((out / "w" / "p001.jpg").read_bytes()))
     assert img.format == "JPEG" and img.width == img.height  # params.yaml: white_aspect "1:1"
+
+
+def test_stream_lanes_keep_order_errors_and_predictions():
+    """Parallel lanes (1-thread sessions) yield items in order, hand a bad photo back in its place,
+    and predict what the single session predicts."""
+    from backdrop.data.synth import render_item
+    from backdrop.serving.onnx_fast import load_fast_segmenter
+
+    seg = load_fast_segmenter("official:u2netp", precision="fp32")
+    photos = {i: render_item(4242, i, min_side=300, max_side=420)[0] for i in range(7)}
+
+    def load(i):
+        if i == 3:
+            raise ValueError("truncated")
+        return photos[i]
+
+    one = list(seg.stream(range(7), load, 1, workers=1))
+    lanes = list(seg.stream(range(7), load, 2, workers=2))
+    assert [item for item, _, _ in lanes] == list(range(7))
+    assert isinstance(lanes[3][1], ValueError) and lanes[3][2] is None
+    assert len(seg._lanes) == 2  # made once, kept for the next call
+    for (_, _, a), (i, photo, b) in zip(one, lanes, strict=True):
+        if i == 3:
+            continue
+        assert b.prob.shape == (photo.size[1], photo.size[0])
+        assert np.abs(a.small - b.small).max() < 1e-4 and a.disagreement == pytest.approx(b.disagreement, abs=1e-4)

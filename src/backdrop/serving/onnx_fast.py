@@ -10,9 +10,10 @@
 * `FastSegmenter` does batched preprocessing (resize with PIL's reducing gap: `reduce()` then
   LANCZOS), one session run per batch, and upsamples each probability map to its photo's size. It is
   a drop-in for `backdrop.inference.Segmenter` (`probabilities(photo)`, `size`, `source`);
-  `stream()` overlaps decoding/resizing of the next batch with the current session run.
-* `precision="int8"` (`serve.precision`) runs a partially quantized copy of a static 320 px export
-  (`backdrop.serving.quantize`: the heavy convs int8, the sensitive ones fp32).
+  `stream()` overlaps decoding/resizing of the next batch with the current session run, or, with
+  `workers > 1` (`remove.workers`), runs that many single-threaded lanes side by side.
+* `precision="int8"` (`serve.precision`) runs a quantized copy of a static 320 px export
+  (`backdrop.serving.quantize`: the RSU stages in uint8, the sensitive nodes fp32).
 
 Model specs accepted by `load_fast_segmenter`: `official:u2netp` / `official:u2net` (the official
 weights with the official preprocessing — each photo divided by its maximum — no registry needed), an `.onnx` file, and everything `backdrop.inference.load_segmenter`
@@ -215,6 +216,7 @@ class FastSegmenter:
         return outs[0][:, 0], (outs[1] if len(outs) > 1 else None)
 
     precision: str = "fp32"
+    _lanes: list = field(default_factory=list, repr=False)  # single-threaded sessions for `stream` lanes
 
     def prepare(self, photos) -> np.ndarray:
         return to_input(photos, self.size, self.scale_to_max)
@@ -229,35 +231,86 @@ class FastSegmenter:
             return []
         return self.predict_prepared(photos, self.prepare(photos))
 
-    def stream(self, items, load, batch_size: int = 1):
+    def stream(self, items, load, batch_size: int = 1, workers: int = 1):
         """Yield (item, photo, Prediction) for every item, in order; `load(item)` → RGB photo.
 
-        Decoding and resizing of the next batch run in a helper thread while the session runs the
-        current one (PIL and onnxruntime release the GIL), so the cores stay busy. `load` may raise;
-        the exception is yielded in place of the photo (prediction None) and the stream goes on.
+        `workers == 1`: decoding and resizing of the next batch run in a helper thread while the
+        session runs the current one (PIL and onnxruntime release the GIL), so the cores stay busy.
+        `workers > 1`: that many lanes, each with its own single-threaded session, take whole batches
+        (decode, resize, run, upsample) in parallel — on a small CPU box one session cannot keep
+        2 cores busy through a U²-Net's many small ops, 2 lanes can. Results still come in order.
+        `load` may raise; the exception is yielded in place of the photo (prediction None) and the
+        stream goes on.
         """
-        from concurrent.futures import ThreadPoolExecutor
-
         items = list(items)
         batches = [items[i:i + batch_size] for i in range(0, len(items), max(1, batch_size))]
+        if workers > 1 and len(batches) > 1:
+            yield from self._stream_lanes(batches, load, workers)
+            return
 
-        def fetch(batch):
-            photos = []
-            for item in batch:
-                try:
-                    photos.append(load(item))
-                except Exception as exc:  # noqa: BLE001 — handed to the caller per item
-                    photos.append(exc)
-            good = [p for p in photos if not isinstance(p, Exception)]
-            return photos, good, (self.prepare(good) if good else None)
+        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1, thread_name_prefix="backdrop-prefetch") as pool:
-            pending = pool.submit(fetch, batches[0]) if batches else None
+            pending = pool.submit(self._fetch, batches[0], load) if batches else None
             for k in range(len(batches)):
                 photos, good, x = pending.result()
-                pending = pool.submit(fetch, batches[k + 1]) if k + 1 < len(batches) else None
+                pending = pool.submit(self._fetch, batches[k + 1], load) if k + 1 < len(batches) else None
                 preds = iter(self.predict_prepared(good, x) if good else [])
                 for item, photo in zip(batches[k], photos, strict=True):
+                    yield item, photo, (None if isinstance(photo, Exception) else next(preds))
+
+    def _fetch(self, batch, load):
+        photos = []
+        for item in batch:
+            try:
+                photos.append(load(item))
+            except Exception as exc:  # noqa: BLE001 — handed to the caller per item
+                photos.append(exc)
+        good = [p for p in photos if not isinstance(p, Exception)]
+        return photos, good, (self.prepare(good) if good else None)
+
+    def lane_sessions(self, workers: int) -> list:
+        """`workers` single-threaded sessions on the same model file, made once and kept."""
+        with self._lock:
+            lanes = self._lanes
+            while len(lanes) < workers:
+                lanes.append(make_session(self.onnx_file, threads=1))
+            return lanes[:workers]
+
+    def _stream_lanes(self, batches, load, workers: int):
+        import queue
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        free = queue.SimpleQueue()
+        for session in self.lane_sessions(workers):
+            free.put(session)
+
+        def work(batch):
+            photos, good, x = self._fetch(batch, load)
+            preds = []
+            if good:
+                session = free.get()
+                try:
+                    outs = session.run(None, {"image": x})
+                finally:
+                    free.put(session)
+                small, dis = outs[0][:, 0], (outs[1] if len(outs) > 1 else None)
+                preds = [Prediction(upsample(small[i], p.size), small[i], None if dis is None else float(dis[i]))
+                         for i, p in enumerate(good)]
+            return photos, iter(preds)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="backdrop-lane") as pool:
+            pending = deque()
+            ahead = 2 * workers  # bounded look-ahead: memory stays a few batches whatever the folder size
+            nxt = 0
+            while nxt < len(batches) or pending:
+                while nxt < len(batches) and len(pending) < ahead:
+                    pending.append((batches[nxt], pool.submit(work, batches[nxt])))
+                    nxt += 1
+                batch, future = pending.popleft()
+                photos, preds = future.result()
+                for item, photo in zip(batch, photos, strict=True):
                     yield item, photo, (None if isinstance(photo, Exception) else next(preds))
 
     def probabilities(self, photo) -> np.ndarray:
