@@ -328,7 +328,8 @@ def _official_cutout(name: str):
 def segmenter_from_model(model, size: int, source: str, threads: int | None = None,
                          precision: str = "fp32", scale_to_max: bool = False) -> FastSegmenter:
     """fp32: the dynamic-size export. int8: the static 320 export, quantized (`serving.quantize`);
-    at another size int8 falls back to fp32 (the quantized graph is calibrated at 320)."""
+    at another size int8 falls back to fp32 (the quantized graph is calibrated at 320; the same rule
+    quantized and calibrated at 160 px agreed with fp32 at IoU 0.575 on one of 3 test photos)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
     if precision == "int8" and size == 320:
