@@ -7,9 +7,10 @@ the held-out test split (prepare's hash split; never trained or early-stopped on
 
 * original — what a shop publishes: the photo from the raw store at its own size. Baseline =
   rembg-style official U²-NetP (onnxruntime fp32, LANCZOS to 320, each photo divided by its max +
-  ImageNet normalisation, min-max of the output, LANCZOS back up); champion = the same path
-  `backdrop remove` uses (LANCZOS to its size, bilinear back up). Mask = probability > 0.5; IoU
-  against the vendor's mask at full resolution.
+  ImageNet normalisation, min-max of the output, LANCZOS back up); champion = the model in PyTorch
+  (LANCZOS to its size, bilinear back up); champion_served (informational) = the ONNX fast path
+  `backdrop remove` publishes with (`serve.precision`). Mask = probability > 0.5; IoU against the
+  vendor's mask at full resolution.
 * prepared — the evaluate stage's protocol: prepare.size photos/masks from data/prepared.
 
 Targets (issue 5), judged on the original-resolution protocol: champion mean IoU ≥ 0.994, every
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from backdrop.metrics import mask_iou
     from backdrop.models.official import onnx_path
     from backdrop.progress import progress
+    from backdrop.serving.onnx_fast import load_fast_segmenter
     from backdrop.stages.prepare import mask_channel
     from backdrop.stages.train import load_arrays, predict_probs, split_rows
 
@@ -107,15 +109,18 @@ def main(argv: list[str] | None = None) -> int:
     raw = resolve(params.ingest.raw_dir)
     baseline = ort.InferenceSession(str(onnx_path("u2netp")), providers=["CPUExecutionProvider"])
     champion = load_segmenter(args.model)
+    # what `backdrop remove` / the API publish: the ONNX fast path at serve.precision (int8 at 320)
+    served = load_fast_segmenter(args.model, precision=params.serve.precision)
 
-    ious: dict[str, list[float]] = {"baseline": [], "champion": []}
-    seconds = {"baseline": 0.0, "champion": 0.0}
+    ious: dict[str, list[float]] = {"baseline": [], "champion": [], "champion_served": []}
+    seconds = {"baseline": 0.0, "champion": 0.0, "champion_served": 0.0}
     for row in progress(rows, desc="quality (original size)", unit="img"):
         entry = manifest[row["pair_id"]]
         photo = open_image(raw / entry["image_path"]).convert("RGB")
         truth = np.asarray(mask_channel(open_image(raw / entry["mask_path"]))) > 127
         for name, predict in (("baseline", lambda p: rembg_style(baseline, p)),
-                              ("champion", champion.probabilities)):
+                              ("champion", champion.probabilities),
+                              ("champion_served", served.probabilities)):
             t0 = time.perf_counter()
             prob = predict(photo)
             seconds[name] += time.perf_counter() - t0
@@ -144,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": "held-out test split; IoU of probability > 0.5 vs the vendor mask; 'original' at each "
                     "photo's own size (targets judged here), 'prepared' at prepare.size (evaluate stage)",
         "model": champion.source, "baseline": "official u2netp, rembg-style (onnxruntime fp32)",
+        "champion_served": f"the champion through the serving fast path ({served.precision}, {served.onnx_file}); "
+                           "informational, the targets judge 'champion' (PyTorch)",
         "cluster_names": names,
         "original": original, "prepared": prepared,
         "delta_mean_iou_champion_minus_baseline": round(original["champion"]["iou_mean"]
