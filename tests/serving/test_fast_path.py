@@ -59,3 +59,20 @@ def test_decoder_sniffs_bytes_and_checks_the_header_first():
     with pytest.raises(BadImageError) as err:
         decode(good[:200], max_pixels=10**6)
     assert err.value.reason == "corrupt_file"
+
+
+def test_tap_split_heads_compute_the_same_side_outputs():
+    """The export swaps each 1-channel 3×3 side head for taps (1×1 to 9) + a one-hot stencil: same
+    numbers as the original heads, every side, borders included."""
+    import torch
+
+    from backdrop.models import build_model
+    from backdrop.serving.onnx_fast import _fast_heads
+
+    net = build_model("u2netp", init="scratch").eval()
+    fast = _fast_heads(net)
+    assert isinstance(net.side1, torch.nn.Conv2d) and isinstance(fast.side1, torch.nn.Sequential)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        for a, b in zip(net(x), fast(x), strict=True):
+            assert a.shape == b.shape and float((a - b).abs().max()) < 1e-4
