@@ -246,10 +246,14 @@ class FastSegmenter:
     scale_to_max: bool = False  # official weights: x / max(x), as the official preprocessing
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """float32 (N,3,S,S) → ((N,S,S) probabilities, (N,) disagreement or None)."""
-        with self._lock:  # one run at a time: it already uses every core
-            outs = self.session.run(None, {"image": x})
+    def run(self, x: np.ndarray, session=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """float32 (N,3,S,S) → ((N,S,S) probabilities, (N,) disagreement or None); on the shared
+        session unless a lane's own `session` is given."""
+        if session is None:
+            with self._lock:  # one run at a time: it already uses every core
+                outs = self.session.run(None, {"image": x})
+        else:
+            outs = session.run(None, {"image": x})
         return outs[0][:, 0], (outs[1] if len(outs) > 1 else None)
 
     precision: str = "fp32"
@@ -258,8 +262,8 @@ class FastSegmenter:
     def prepare(self, photos) -> np.ndarray:
         return to_input(photos, self.size, self.scale_to_max)
 
-    def predict_prepared(self, photos, x: np.ndarray) -> list[Prediction]:
-        small, dis = self.run(x)
+    def predict_prepared(self, photos, x: np.ndarray, session=None) -> list[Prediction]:
+        small, dis = self.run(x, session)
         return [Prediction(upsample(small[i], photo.size), small[i], None if dis is None else float(dis[i]))
                 for i, photo in enumerate(photos)]
 
@@ -329,12 +333,9 @@ class FastSegmenter:
             if good:
                 session = free.get()
                 try:
-                    outs = session.run(None, {"image": x})
+                    preds = self.predict_prepared(good, x, session)
                 finally:
                     free.put(session)
-                small, dis = outs[0][:, 0], (outs[1] if len(outs) > 1 else None)
-                preds = [Prediction(upsample(small[i], p.size), small[i], None if dis is None else float(dis[i]))
-                         for i, p in enumerate(good)]
             return photos, iter(preds)
 
         with ThreadPoolExecutor(workers, thread_name_prefix="backdrop-lane") as pool:
