@@ -94,6 +94,8 @@ class PrepareParams(_Section):
     test_share: float = Field(0.15, gt=0, lt=1)
     seed: int = 13
     soft_masks: bool = True  # edge pixels keep their foreground share (sub-pixel edges)
+    object_crops: bool = True  # also write each pair cut to its mask's box (`backdrop.zoom`)
+    crop_margin: float = Field(0.1, gt=0, le=1)  # box widened by this × its side; serving zooms the same
     out_dir: Path = Path("data/prepared")
 
     @field_validator("size")
@@ -148,6 +150,8 @@ class TrainParams(_Section):
     aug_scale: tuple[float, float] = (1.0, 1.0)  # zoom range: <1 shrinks and pads, >1 enlarges and crops
     aug_jitter: float = Field(0.0, ge=0, le=1)   # brightness/contrast/saturation factor range 1±jitter
     aug_bg_replace: float = Field(0.0, ge=0, le=1)  # share of photos composited onto a new background
+    crop_share: float = Field(0.0, ge=0, le=1)   # share of samples drawn as the pair's object crop
+                                                 # (prepare.object_crops), what serving's zoom pass sees
 
     @model_validator(mode="after")
     def _scale(self) -> TrainParams:
@@ -260,6 +264,8 @@ class ServeParams(_Section):
     precision: Literal["fp32", "int8"] = "fp32"   # int8: partially quantized graph (serving/quantize.py)
     white_aspect: str = "original"              # white output canvas: "W:H" (e.g. "1:1") or "original"
     white_margin: float = Field(0.0, ge=0, le=0.45)  # free border, share of the canvas' shorter side
+    zoom: bool = True                           # second pass on the product's box (prepare.crop_margin)
+    zoom_max_area: float = Field(0.6, gt=0, le=1)  # ...when that box covers at most this share of the frame
     refine: Literal["none", "guided"] = "none"  # edge refinement of the upsampled mask
     refine_radius: int = Field(8, ge=1, le=64)
     refine_eps: float = Field(1e-3, gt=0)

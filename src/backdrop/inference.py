@@ -32,13 +32,24 @@ class Segmenter:
     model: object  # CutoutModel: float32 (N,3,S,S) in [0,1] → (N,1,S,S) probabilities
     size: int
     source: str
+    zoom_margin: float = 0.0    # > 0: a second pass on the product's box (`backdrop.zoom`); 0 = one pass
+    zoom_max_area: float = 0.6  # ...when the box covers at most this share of the frame
 
     def probabilities(self, photo) -> np.ndarray:
         """float32 (H,W) foreground probability at the photo's original size."""
+        rgb = photo.convert("RGB")
+        prob = self.single_pass(rgb)
+        if self.zoom_margin > 0:
+            from backdrop.zoom import refine
+
+            prob, _ = refine(rgb, prob, self.single_pass, self.zoom_margin, self.zoom_max_area)
+        return prob
+
+    def single_pass(self, rgb) -> np.ndarray:
+        """The whole photo squeezed to size² → (H,W) probabilities upsampled to its size."""
         import torch
         from PIL import Image
 
-        rgb = photo.convert("RGB")
         small = np.array(rgb.resize((self.size, self.size), Image.Resampling.LANCZOS))  # writable for torch
         x = torch.from_numpy(small).permute(2, 0, 1)[None].float().div_(255.0)  # (1,3,S,S)
         with torch.inference_mode():
@@ -54,17 +65,25 @@ def compose(photo, prob: np.ndarray, fmt: str = "rgba", options=None):
     return compose_output(photo, prob, fmt, options)
 
 
+def zoom_settings(params) -> dict:
+    """Segmenter zoom fields from params: the training crops' margin (`prepare.crop_margin`) when
+    `serve.zoom` is on, else 0 (one pass)."""
+    return {"zoom_margin": params.prepare.crop_margin if params.serve.zoom else 0.0,
+            "zoom_max_area": params.serve.zoom_max_area}
+
+
 @lru_cache(maxsize=4)
 def load_segmenter(spec: str = "champion", params_file: str | None = None) -> Segmenter:
     """One loaded model per spec and process (the model loads once, then is reused)."""
     params = load_params(params_file)
+    zoom = zoom_settings(params)
     path = Path(spec)
     if spec.endswith(".pt") or path.is_file():
         from backdrop.models.cutout import CutoutModel
         from backdrop.stages.train import load_trained
 
         net, meta = load_trained(path)
-        return Segmenter(CutoutModel(net, meta["size"], meta["arch"]).eval(), meta["size"], str(path))
+        return Segmenter(CutoutModel(net, meta["size"], meta["arch"]).eval(), meta["size"], str(path), **zoom)
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -83,7 +102,7 @@ def load_segmenter(spec: str = "champion", params_file: str | None = None) -> Se
             "Train and register one with `make demo` (or `dvc repro`), or pass --model PATH/TO/model.pt"
         ) from None
     model.eval()
-    return Segmenter(model, int(model.size), uri)
+    return Segmenter(model, int(model.size), uri, **zoom)
 
 
 def collect_inputs(inputs: Iterable[Path]) -> list[Path]:

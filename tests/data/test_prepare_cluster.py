@@ -70,6 +70,35 @@ def test_prepare_writes_fixed_size_photos_and_soft_edged_masks(prepared):
         assert int(row["orig_width"]) >= 300 and int(row["orig_height"]) >= 300  # the originals' size
 
 
+def test_object_crops_cut_each_pair_to_its_mask_box(prepared):
+    """crops/ holds the view serving's zoom pass gives the network: the pair cut to its mask's box
+    (widened by crop_margin), resized like the whole frame."""
+    from backdrop.io import read_csv
+    from backdrop.stages.prepare import mask_channel
+    from backdrop.zoom import object_box
+
+    root, out = prepared.stage.root, prepared.stage.root / "data/prepared"
+    raw = root / prepared.stage.ingest.raw_dir
+    manifest = {r["pair_id"]: r for r in read_csv(root / prepared.stage.validate.out_dir / "manifest.csv")}
+    zoomed_in = 0
+    for row in prepared.index:
+        with Image.open(raw / manifest[row["pair_id"]]["mask_path"]) as m:
+            vendor = np.asarray(mask_channel(m))
+        box = tuple(map(int, row["crop_box"].split()))
+        assert box == object_box(vendor, prepared.prepare.crop_margin)
+        outside = vendor.copy()
+        outside[box[1]:box[3], box[0]:box[2]] = 0
+        assert not (outside > 127).any(), row["pair_id"]  # the whole product is inside the crop
+        with Image.open(out / row["crop_image"]) as photo, Image.open(out / row["crop_mask"]) as mask:
+            assert photo.size == mask.size == (SIZE, SIZE) and photo.mode == "RGB"
+            crop_fg = (np.asarray(mask) > 127).mean()
+        with Image.open(out / row["mask"]) as mask:
+            frame_fg = (np.asarray(mask) > 127).mean()
+        assert crop_fg >= frame_fg - 0.02, row["pair_id"]
+        zoomed_in += crop_fg > frame_fg + 0.05
+    assert zoomed_in >= len(prepared.index) // 2  # most products fill more of their crop than of the frame
+
+
 def test_split_is_deterministic_and_old_pairs_do_not_move(prepared):
     before = {r["pair_id"]: r["split"] for r in prepared.first_index}
     after = {r["pair_id"]: r["split"] for r in prepared.index}

@@ -255,6 +255,25 @@ def test_balanced_sampling_evens_out_clusters_and_shards_cover_the_epoch():
     assert set(np.concatenate(parts)) == set(range(13))
 
 
+def test_draw_batch_swaps_in_object_crops_at_the_asked_share():
+    from backdrop.stages.train import draw_batch
+
+    frames = (np.zeros((10, 4, 4, 3), np.uint8), np.zeros((10, 4, 4), np.float32))
+    crops = (np.full((10, 4, 4, 3), 7, np.uint8), np.ones((10, 4, 4), np.float32))
+    idx = np.array([3, 1, 4, 1, 5, 9, 2, 6] * 50)
+    x, y = draw_batch(idx, frames, crops, 0.0, np.random.default_rng(0))
+    assert not x.any() and not y.any()
+    x, y = draw_batch(idx, frames, crops, 1.0, np.random.default_rng(0))
+    assert (x == 7).all() and (y == 1).all()
+    x, y = draw_batch(idx, frames, crops, 0.3, np.random.default_rng(1))
+    use = x[:, 0, 0, 0] == 7
+    assert np.array_equal(use, y[:, 0, 0] == 1)  # photo and mask come from the same source
+    assert abs(use.mean() - 0.3) < 0.08
+    assert not frames[0].any() and not frames[1].any()  # the loaded arrays are not edited
+    again, _ = draw_batch(idx, frames, crops, 0.3, np.random.default_rng(1))
+    assert np.array_equal(again, x)  # a function of the rng (resume gives the same batches)
+
+
 def test_fingerprint_tracks_what_changes_the_result(project):
     from backdrop.config import parse_params
     from backdrop.stages.train import FINGERPRINT_IGNORES, fingerprint_of, fingerprint_parts

@@ -25,7 +25,9 @@ def test_onnx_agrees_with_torch_at_original_size():
     fast = load_fast_segmenter("official:u2netp", size=size)
     assert fast.has_disagreement and fast.size == size and fast.scale_to_max
     fast.scale_to_max = False  # the PyTorch path feeds x/255 (what models trained here expect)
-    torch_path = Segmenter(_official_cutout("u2netp"), size, "torch")
+    # the same zoom pass on both engines (serve.zoom: on by default)
+    assert fast.zoom_margin > 0
+    torch_path = Segmenter(_official_cutout("u2netp"), size, "torch", fast.zoom_margin, fast.zoom_max_area)
     photos = [render_item(21, i, min_side=300, max_side=520)[0] for i in range(2)]
     preds = fast.predict_batch(photos)  # one batched session run
     for photo, pred in zip(photos, preds, strict=True):
@@ -76,3 +78,34 @@ def test_tap_split_heads_compute_the_same_side_outputs():
     with torch.inference_mode():
         for a, b in zip(net(x), fast(x), strict=True):
             assert a.shape == b.shape and float((a - b).abs().max()) < 1e-4
+
+
+def test_zoom_pass_segments_a_small_product_again_inside_its_box():
+    """A product filling little of the frame gets a second run on its box; outside the box the
+    first pass stands, inside it is the crop's prediction pasted back."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from backdrop.data.synth import render_item
+    from backdrop.serving.onnx_fast import load_fast_segmenter, upsample
+    from backdrop.zoom import object_box, worth_zooming
+
+    fast = load_fast_segmenter("official:u2netp", size=160)
+    one_pass = replace(fast, zoom_margin=0.0)
+    product = render_item(5, 0, min_side=300, max_side=400)[0]
+    photo = Image.new("RGB", (product.width * 2, product.height * 2), (236, 236, 236))
+    photo.paste(product, (product.width // 3, product.height // 2))  # now a small part of the frame
+    first = one_pass.probabilities(photo)
+    box = object_box(first, fast.zoom_margin)
+    assert worth_zooming(box, photo.size, fast.zoom_max_area), box
+    zoomed = fast.probabilities(photo)
+    outside = np.ones(first.shape, bool)
+    outside[box[1]:box[3], box[0]:box[2]] = False
+    assert np.array_equal(zoomed[outside], first[outside])
+    crop = photo.crop(box)
+    expected = upsample(one_pass.run(one_pass.prepare([crop]))[0][0], crop.size)
+    assert np.abs(zoomed[box[1]:box[3], box[0]:box[2]] - expected).max() < 1e-5
+    assert np.abs(expected - first[box[1]:box[3], box[0]:box[2]]).max() > 0.05  # the second pass counted
+    # a product that fills the frame is left to the first pass (no gain in resolution)
+    assert not worth_zooming(object_box(one_pass.probabilities(product), fast.zoom_margin), product.size, 0.05)

@@ -257,15 +257,28 @@ class FastSegmenter:
         return outs[0][:, 0], (outs[1] if len(outs) > 1 else None)
 
     precision: str = "fp32"
+    zoom_margin: float = 0.0    # > 0: a second pass on the product's box (`backdrop.zoom`); 0 = one pass
+    zoom_max_area: float = 0.6  # ...when the box covers at most this share of the frame
     _lanes: list = field(default_factory=list, repr=False)  # single-threaded sessions for `stream` lanes
 
     def prepare(self, photos) -> np.ndarray:
         return to_input(photos, self.size, self.scale_to_max)
 
     def predict_prepared(self, photos, x: np.ndarray, session=None) -> list[Prediction]:
+        """Confidence inputs (`small`, disagreement) come from the whole-photo pass, the one the
+        review threshold is calibrated on; the published probabilities from the zoom pass if any."""
         small, dis = self.run(x, session)
-        return [Prediction(upsample(small[i], photo.size), small[i], None if dis is None else float(dis[i]))
-                for i, photo in enumerate(photos)]
+        preds = [Prediction(upsample(small[i], photo.size), small[i], None if dis is None else float(dis[i]))
+                 for i, photo in enumerate(photos)]
+        if self.zoom_margin > 0:
+            from backdrop.zoom import refine
+
+            def crop_pass(crop):
+                return upsample(self.run(self.prepare([crop]), session)[0][0], crop.size)
+
+            for pred, photo in zip(preds, photos, strict=True):
+                pred.prob, _ = refine(photo, pred.prob, crop_pass, self.zoom_margin, self.zoom_max_area)
+        return preds
 
     def predict_batch(self, photos) -> list[Prediction]:
         if not photos:
@@ -364,7 +377,8 @@ def _official_cutout(name: str):
 
 
 def segmenter_from_model(model, size: int, source: str, threads: int | None = None,
-                         precision: str = "fp32", scale_to_max: bool = False) -> FastSegmenter:
+                         precision: str = "fp32", scale_to_max: bool = False,
+                         zoom: dict | None = None) -> FastSegmenter:
     """fp32: the dynamic-size export. int8: the static 320 export, quantized (`serving.quantize`);
     at another size int8 falls back to fp32 (the quantized graph is calibrated at 320; the same rule
     quantized and calibrated at 160 px agreed with fp32 at IoU 0.575 on one of 3 test photos)."""
@@ -382,18 +396,19 @@ def segmenter_from_model(model, size: int, source: str, threads: int | None = No
     session = make_session(path, threads)
     names = [o.name for o in session.get_outputs()]
     return FastSegmenter(session, size, source, str(path), "disagreement" in names, scale_to_max,
-                         precision=precision)
+                         precision=precision, **(zoom or {}))
 
 
 def segmenter_from_onnx(path: Path, source: str | None = None, threads: int | None = None,
-                        size: int | None = None) -> FastSegmenter:
+                        size: int | None = None, zoom: dict | None = None) -> FastSegmenter:
     session = make_session(path, threads)
     inp = session.get_inputs()[0]
     size = size or (inp.shape[-1] if isinstance(inp.shape[-1], int) else 320)
     names = [o.name for o in session.get_outputs()]
     if inp.name != "image":
         raise ValueError(f"{path}: expected an input named 'image' (CutoutModel contract), got {inp.name!r}")
-    return FastSegmenter(session, int(size), source or str(path), str(path), "disagreement" in names)
+    return FastSegmenter(session, int(size), source or str(path), str(path), "disagreement" in names,
+                         **(zoom or {}))
 
 
 def load_fast_segmenter(spec: str = "champion", threads: int | None = None,
@@ -405,15 +420,17 @@ def load_fast_segmenter(spec: str = "champion", threads: int | None = None,
     """
     if size is not None and (size < 32 or size % 32):
         raise ValueError(f"size {size}: must be a multiple of 32 (U²-Net pools 5 times)")
+    from backdrop.config import load_params
+    from backdrop.inference import load_segmenter, zoom_settings
+
+    zoom = zoom_settings(load_params())
     if spec.startswith("official:"):
         name = spec.split(":", 1)[1]
-        return segmenter_from_model(_official_cutout(name), size or 320, spec, threads, precision, True)
+        return segmenter_from_model(_official_cutout(name), size or 320, spec, threads, precision, True, zoom)
     if spec.endswith(".onnx"):
-        return segmenter_from_onnx(Path(spec), threads=threads, size=size)
-    from backdrop.inference import load_segmenter
-
+        return segmenter_from_onnx(Path(spec), threads=threads, size=size, zoom=zoom)
     base = load_segmenter(spec)
-    return segmenter_from_model(base.model, size or base.size, base.source, threads, precision)
+    return segmenter_from_model(base.model, size or base.size, base.source, threads, precision, zoom=zoom)
 
 
 def encode(image, fmt: str) -> tuple[bytes, str]:

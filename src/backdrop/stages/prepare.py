@@ -4,6 +4,9 @@ Photos are resized to `prepare.size`² (the network's input). Masks are area-ave
 `prepare.soft_masks` each edge pixel keeps its foreground share (0..255), so the network learns where
 an edge lies inside a pixel and its upsampled output is sharp at the photo's own size; otherwise they
 are re-binarised at 50 %.
+With `prepare.object_crops` each pair is also cut to its mask's box (`backdrop.zoom.object_box`,
+`prepare.crop_margin`) and resized the same way, into crops/: the view serving's zoom pass gives
+the network, so training can draw it (`train.crop_share`).
 The split is a hash of (seed, pair_id), so adding pairs never moves old pairs between splits.
 """
 
@@ -19,7 +22,8 @@ from backdrop.io import open_image, read_csv, write_csv
 
 log = logging.getLogger(__name__)
 
-INDEX_FIELDS = ["pair_id", "split", "image", "mask", "orig_width", "orig_height"]
+INDEX_FIELDS = ["pair_id", "split", "image", "mask", "orig_width", "orig_height", "crop_image", "crop_mask",
+                "crop_box"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,20 @@ def resize_pair(image, mask, size: int, soft: bool = True):
     return photo, target
 
 
+def write_crop(image, mask, params: PrepareParams, out: Path, name: str) -> dict[str, str]:
+    """The pair cut to its mask's box (as serving's zoom pass cuts a photo) at size², in crops/."""
+    import numpy as np
+
+    from backdrop.zoom import object_box
+
+    box = object_box(np.asarray(mask), params.crop_margin) or (0, 0, image.width, image.height)
+    photo, target = resize_pair(image.crop(box), mask.crop(box), params.size, params.soft_masks)
+    photo.save(out / "crops" / "images" / f"{name}.png")
+    target.save(out / "crops" / "masks" / f"{name}.png")
+    return {"crop_image": f"crops/images/{name}.png", "crop_mask": f"crops/masks/{name}.png",
+            "crop_box": " ".join(map(str, box))}
+
+
 def mask_channel(mask):
     """The mask's single channel whatever it was saved as (L, 1-bit, RGBA alpha, grey RGB)."""
     if mask.mode == "RGBA":
@@ -70,6 +88,9 @@ def prepare(params: PrepareParams, validate_params: ValidateParams,
     out = resolve(params.out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
+    if params.object_crops:
+        (out / "crops" / "images").mkdir(parents=True, exist_ok=True)
+        (out / "crops" / "masks").mkdir(parents=True, exist_ok=True)
     index, counts = [], {"train": 0, "val": 0, "test": 0}
     for row in progress(rows, desc=f"prepare {params.size}px", unit="pair"):
         image = open_image(raw / row["image_path"], max_pixels=validate_params.max_pixels)
@@ -80,9 +101,12 @@ def prepare(params: PrepareParams, validate_params: ValidateParams,
         target.save(out / "masks" / f"{name}.png")
         split = split_of(name, params.seed, params.val_share, params.test_share)
         counts[split] += 1
-        index.append({"pair_id": name, "split": split, "image": f"images/{name}.png",
-                      "mask": f"masks/{name}.png", "orig_width": image.width,
-                      "orig_height": image.height})
+        row_out = {"pair_id": name, "split": split, "image": f"images/{name}.png",
+                   "mask": f"masks/{name}.png", "orig_width": image.width,
+                   "orig_height": image.height, "crop_image": "", "crop_mask": "", "crop_box": ""}
+        if params.object_crops:
+            row_out.update(write_crop(image, mask, params, out, name))
+        index.append(row_out)
     if min(counts.values()) == 0:
         raise ValueError(f"split {counts} leaves a split empty: add pairs or change shares")
     write_csv(out / "index.csv", index, INDEX_FIELDS)

@@ -65,14 +65,30 @@ class TrainResult:
 
 # ------------------------------------------------------------------------------------------ data
 
-def load_arrays(prepared: Path, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+def load_arrays(prepared: Path, rows: list[dict], crops: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Photos uint8 (N,S,S,3) and masks float32 (N,S,S) in [0,1] (an edge pixel's foreground share
-    when prepare wrote soft masks) for the given index rows."""
+    when prepare wrote soft masks) for the given index rows; `crops`: their object crops instead."""
     from PIL import Image
 
-    photos = np.stack([np.asarray(Image.open(prepared / r["image"]).convert("RGB")) for r in rows])
-    masks = np.stack([np.asarray(Image.open(prepared / r["mask"]).convert("L")) for r in rows])
+    image_key, mask_key = ("crop_image", "crop_mask") if crops else ("image", "mask")
+    missing = [r["pair_id"] for r in rows if not r.get(image_key)]
+    if missing:
+        raise ValueError(f"{prepared / 'index.csv'}: no object crops for {len(missing)} pair(s) "
+                         f"(first: {missing[0]}); set prepare.object_crops: true or train.crop_share: 0")
+    photos = np.stack([np.asarray(Image.open(prepared / r[image_key]).convert("RGB")) for r in rows])
+    masks = np.stack([np.asarray(Image.open(prepared / r[mask_key]).convert("L")) for r in rows])
     return photos, masks.astype(np.float32) / 255.0
+
+
+def draw_batch(idx: np.ndarray, frames: tuple[np.ndarray, np.ndarray],
+               crops: tuple[np.ndarray, np.ndarray] | None, share: float, rng: np.random.Generator):
+    """The batch's photos/masks: each sample is its object crop with probability `share`."""
+    x, y = frames[0][idx], frames[1][idx]
+    if crops is None or share <= 0:
+        return x, y
+    use = rng.random(len(idx)) < share  # (B,)
+    x[use], y[use] = crops[0][idx[use]], crops[1][idx[use]]
+    return x, y
 
 
 def split_rows(params: Params) -> dict[str, list[dict]]:
@@ -462,12 +478,13 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
     prepared = resolve(params.prepare.out_dir)
     rows = split_rows(params)
     train_x, train_y = load_arrays(prepared, rows["train"])
+    crops = load_arrays(prepared, rows["train"], crops=True) if tp.crop_share > 0 else None
     val_x, val_y = load_arrays(prepared, rows["val"])
     train_clusters = np.array([r["cluster"] for r in rows["train"]])
     val_clusters = [r["cluster"] for r in rows["val"]]
 
     model = build_model(tp.model, init=tp.init)
-    parts = fingerprint_parts(params, dist.size, rows, [train_x, train_y, val_x, val_y],
+    parts = fingerprint_parts(params, dist.size, rows, [train_x, train_y, val_x, val_y, *(crops or ())],
                               state_digest(model))
     fingerprint = fingerprint_of(parts)
     freeze_bn = tp.init == "official"  # BN folded into the official weights: keep it fixed
@@ -524,7 +541,7 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
             for step in progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
                                  enabled=root):
                 idx = mine[step * tp.batch_size:(step + 1) * tp.batch_size]
-                x, y = augment(train_x[idx], train_y[idx], tp, rng)
+                x, y = augment(*draw_batch(idx, (train_x, train_y), crops, tp.crop_share, rng), tp, rng)
                 if epoch < tp.low_res_epochs:
                     x, y = downsample_batch(x, y, tp.low_res_size)
                 x = normalize(x).to(device=device, memory_format=fmt)
