@@ -16,6 +16,8 @@ Same machine, same run, same images, same weights (the official U²-NetP):
   review confidence. int8 = `serving.quantize` (the RSU stages in uint8, sensitive nodes fp32). The
   default is whichever `serve.precision` in params.yaml names; one lane (a 2-thread session with
   decode-ahead) is timed too, for information.
+  With `serve.zoom` on, products whose box covers little of the frame get a second run on that
+  box (`backdrop.zoom`); the same path without it is timed too, for information.
 * torch eager: `inference.Segmenter` (PyTorch, `torch.set_num_threads(cores)`), one image at a time.
 
 Rounds are interleaved (A B C, B C A, ...) so that load from other processes on a shared machine hits
@@ -95,10 +97,14 @@ class RembgStyle:
 
 class Backdrop:
     def __init__(self, batch_size: int, precision: str = "fp32", size: int | None = None, workers: int = 1,
-                 suffix: str = ""):
+                 suffix: str = "", zoom: bool = True):
+        import dataclasses
+
         from backdrop.serving.onnx_fast import load_fast_segmenter
 
         self.seg = load_fast_segmenter("official:u2netp", size=size, precision=precision)
+        if not zoom:  # serve.zoom as params.yaml sets it, or forced off
+            self.seg = dataclasses.replace(self.seg, zoom_margin=0.0)
         assert self.seg.precision == precision
         self.batch_size, self.workers = batch_size, workers
         self.name = f"backdrop_onnx_{precision}" + (f"_batch{batch_size}" if batch_size > 1 else "") + suffix
@@ -263,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     default = int8 if default_precision == "int8" else fp32
     methods = [RembgStyle(), fp32, int8, TorchEager(),
                *([Backdrop(1, "int8", suffix="_one_lane_informational")] if workers > 1 else []),
+               *([Backdrop(1, default_precision, workers=workers, zoom=False, suffix="_one_pass_informational")]
+                 if default.seg.zoom_margin > 0 else []),
                *([Backdrop(args.batch_size, "int8")] if args.batch_variant else []),
                *(Backdrop(1, "fp32", size) for size in args.extra_size)]
     for m in methods:  # warm-up: first-run allocations and kernel selection are not steady state
@@ -340,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": [list(Image.open(io.BytesIO(d)).size) for d in data[:4]] + ["..."],
             "rounds": args.rounds, "torch_rounds": args.torch_rounds, "batch_size_variant": args.batch_size,
             "backdrop_lanes": workers,
+            "zoom": {"margin": default.seg.zoom_margin, "max_area": default.seg.zoom_max_area,
+                     "note": "serve.zoom: a second run on the product's box when it covers at most max_area of "
+                             "the frame; *_one_pass_informational is the default path without it"},
             "calibration": "int8: 32 rendered packshots, seed 777 (bench images: seed 2024)",
             "cores": cores, "loadavg_at_end": list(os.getloadavg()), "cpu": platform.processor() or platform.machine(),
             "onnxruntime": __import__("onnxruntime").__version__, "torch": __import__("torch").__version__,

@@ -61,6 +61,20 @@ def summary(ious: list[float], clusters: list[int], k: int) -> dict:
                             if key.startswith("iou_cluster_")}}
 
 
+def zoom_sweep(one: list[float], zoomed: list[float], share: list[float], clusters: list[int], k: int) -> list:
+    """What each serve.zoom_max_area would give: images whose box covers at most that share of the
+    frame take the zoom pass's IoU, the others the first pass's."""
+    out = []
+    for max_area in (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        use = [s <= max_area for s in share]
+        picked = [z if u else o for o, z, u in zip(one, zoomed, use, strict=True)]
+        sm = summary(picked, clusters, k)
+        out.append({"max_area": max_area, "zoomed_share": round(float(np.mean(use)), 3),
+                    "iou_mean": sm["iou_mean"], "share_ge_0_99": sm["share_ge_0_99"],
+                    "min_cluster": min(v for v in sm["per_cluster"].values() if v == v)})
+    return out
+
+
 def targets(champ: dict, base: dict, hours: float | None) -> dict:
     per = [v for v in champ["per_cluster"].values() if v == v]  # NaN: a cluster without test images
     checks = {
@@ -96,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from backdrop.serving.onnx_fast import load_fast_segmenter
     from backdrop.stages.prepare import mask_channel
     from backdrop.stages.train import load_arrays, predict_probs, split_rows
+    from backdrop.zoom import object_box
 
     params = load_params()
     if not (resolve(params.prepare.out_dir) / "index.csv").exists():
@@ -111,13 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     raw = resolve(params.ingest.raw_dir)
     baseline = ort.InferenceSession(str(onnx_path("u2netp")), providers=["CPUExecutionProvider"])
     champion = load_segmenter(args.model)
+    margin = champion.zoom_margin or params.prepare.crop_margin
     one_pass = dataclasses.replace(champion, zoom_margin=0.0)
+    always_zoom = dataclasses.replace(champion, zoom_margin=margin, zoom_max_area=1.0)  # for the sweep
     # what `backdrop remove` / the API publish: the ONNX fast path at serve.precision (int8 at 320)
     served = load_fast_segmenter(args.model, precision=params.serve.precision)
 
-    engines = ("baseline", "champion", "champion_one_pass", "champion_served")
+    engines = ("baseline", "champion", "champion_one_pass", "champion_zoom_always", "champion_served")
     ious: dict[str, list[float]] = {name: [] for name in engines}
     seconds = dict.fromkeys(engines, 0.0)
+    box_share = []  # the first pass's box (with margin) as a share of the frame: what serve.zoom_max_area cuts
     for row in progress(rows, desc="quality (original size)", unit="img"):
         entry = manifest[row["pair_id"]]
         photo = open_image(raw / entry["image_path"]).convert("RGB")
@@ -125,11 +143,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, predict in (("baseline", lambda p: rembg_style(baseline, p)),
                               ("champion", champion.probabilities),
                               ("champion_one_pass", one_pass.probabilities),
+                              ("champion_zoom_always", always_zoom.probabilities),
                               ("champion_served", served.probabilities)):
             t0 = time.perf_counter()
             prob = predict(photo)
             seconds[name] += time.perf_counter() - t0
             ious[name].append(mask_iou(prob > 0.5, truth))
+            if name == "champion_one_pass":
+                box = object_box(prob, margin)
+                box_share.append(1.0 if box is None else
+                                 (box[2] - box[0]) * (box[3] - box[1]) / (photo.width * photo.height))
+    sweep = zoom_sweep(ious["champion_one_pass"], ious["champion_zoom_always"], box_share, clusters, k)
 
     # The evaluate stage's protocol, same images, at prepare.size.
     photos, truths = load_arrays(resolve(params.prepare.out_dir), rows)
@@ -157,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         "champion_served": f"the champion through the serving fast path ({served.precision}, {served.onnx_file}); "
                            "informational, the targets judge 'champion' (PyTorch)",
         "zoom": {"margin": champion.zoom_margin, "max_area": champion.zoom_max_area,
-                 "champion_one_pass": "the champion without the zoom pass (informational)"},
+                 "champion_one_pass": "the champion without the zoom pass (informational)",
+                 "champion_zoom_always": "the zoom pass whatever the box's size (informational)",
+                 "sweep": sweep},
+        "per_image": [{"pair_id": r["pair_id"], "cluster": c, "box_share": round(b, 4),
+                       **{name: round(v[i], 5) for name, v in ious.items()}}
+                      for i, (r, c, b) in enumerate(zip(rows, clusters, box_share, strict=True))],
         "cluster_names": names,
         "original": original, "prepared": prepared,
         "delta_mean_iou_champion_minus_baseline": round(original["champion"]["iou_mean"]
@@ -175,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:<24}{original['baseline']['per_cluster'][c]:>10.4f}"
               f"{original['champion']['per_cluster'][c]:>10.4f}")
     print(f"{'mean':<24}{original['baseline']['iou_mean']:>10.4f}{original['champion']['iou_mean']:>10.4f}")
+    print("zoom sweep (serve.zoom_max_area → share zoomed, mean IoU, share ≥ 0.99, worst cluster):")
+    for z in sweep:
+        print(f"  {z['max_area']:.1f} → {z['zoomed_share']:.2f}  {z['iou_mean']:.4f}  {z['share_ge_0_99']:.3f}  "
+              f"{z['min_cluster']:.4f}")
     print(f"targets: {checks} → {'met' if result['target_met'] else 'NOT met'}; wrote {args.out}")
     return 0
 
