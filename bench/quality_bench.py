@@ -8,7 +8,8 @@ the held-out test split (prepare's hash split; never trained or early-stopped on
 * original — what a shop publishes: the photo from the raw store at its own size. Baseline =
   rembg-style official U²-NetP (onnxruntime fp32, LANCZOS to 320, each photo divided by its max +
   ImageNet normalisation, min-max of the output, LANCZOS back up); champion = the model in PyTorch
-  (LANCZOS to its size, bilinear back up, then the zoom pass on the product's box when `serve.zoom`);
+  (LANCZOS to its size, bilinear back up, then the zoom pass on the product's box: `serve.zoom` auto
+  turns it on for a model trained on object crops);
   champion_one_pass (informational) = the same without the zoom pass; champion_served
   (informational) = the ONNX fast path `backdrop remove` publishes with (`serve.precision`, zoom as
   configured). Mask = probability > 0.5; IoU against the vendor's mask at full resolution.

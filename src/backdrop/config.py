@@ -264,7 +264,8 @@ class ServeParams(_Section):
     precision: Literal["fp32", "int8"] = "fp32"   # int8: partially quantized graph (serving/quantize.py)
     white_aspect: str = "original"              # white output canvas: "W:H" (e.g. "1:1") or "original"
     white_margin: float = Field(0.0, ge=0, le=0.45)  # free border, share of the canvas' shorter side
-    zoom: bool = True                           # second pass on the product's box (prepare.crop_margin)
+    zoom: Literal["auto", "always", "never"] = "auto"  # second pass on the product's box (prepare.crop_margin);
+                                                # auto: for models trained on object crops (train.crop_share > 0)
     zoom_max_area: float = Field(0.6, gt=0, le=1)  # ...when that box covers at most this share of the frame
     refine: Literal["none", "guided"] = "none"  # edge refinement of the upsampled mask
     refine_radius: int = Field(8, ge=1, le=64)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -25,8 +27,10 @@ def test_onnx_agrees_with_torch_at_original_size():
     fast = load_fast_segmenter("official:u2netp", size=size)
     assert fast.has_disagreement and fast.size == size and fast.scale_to_max
     fast.scale_to_max = False  # the PyTorch path feeds x/255 (what models trained here expect)
-    # the same zoom pass on both engines (serve.zoom: on by default)
-    assert fast.zoom_margin > 0
+    # official weights never saw object crops: serve.zoom auto leaves them one pass; force the zoom
+    # pass here so both engines are compared with it
+    assert fast.zoom_margin == 0
+    fast = dataclasses.replace(fast, zoom_margin=0.1, zoom_max_area=0.6)
     torch_path = Segmenter(_official_cutout("u2netp"), size, "torch", fast.zoom_margin, fast.zoom_max_area)
     photos = [render_item(21, i, min_side=300, max_side=520)[0] for i in range(2)]
     preds = fast.predict_batch(photos)  # one batched session run
@@ -91,8 +95,8 @@ def test_zoom_pass_segments_a_small_product_again_inside_its_box():
     from backdrop.serving.onnx_fast import load_fast_segmenter, upsample
     from backdrop.zoom import object_box, worth_zooming
 
-    fast = load_fast_segmenter("official:u2netp", size=160)
-    one_pass = replace(fast, zoom_margin=0.0)
+    one_pass = load_fast_segmenter("official:u2netp", size=160)
+    fast = replace(one_pass, zoom_margin=0.1, zoom_max_area=0.6)
     product = render_item(5, 0, min_side=300, max_side=400)[0]
     photo = Image.new("RGB", (product.width * 2, product.height * 2), (236, 236, 236))
     photo.paste(product, (product.width // 3, product.height // 2))  # now a small part of the frame
@@ -109,3 +113,28 @@ def test_zoom_pass_segments_a_small_product_again_inside_its_box():
     assert np.abs(expected - first[box[1]:box[3], box[0]:box[2]]).max() > 0.05  # the second pass counted
     # a product that fills the frame is left to the first pass (no gain in resolution)
     assert not worth_zooming(object_box(one_pass.probabilities(product), fast.zoom_margin), product.size, 0.05)
+
+
+def test_zoom_pass_is_on_for_models_trained_on_crops(tmp_path):
+    """serve.zoom auto: a model.pt trained with train.crop_share > 0 gets the zoom pass, one trained
+    without does not; always/never override."""
+    import torch
+
+    from backdrop.config import load_params
+    from backdrop.inference import load_segmenter, zoom_settings
+    from backdrop.models import build_model
+
+    params = load_params()
+    assert params.serve.zoom == "auto"
+    net = build_model("u2netp", init="scratch")
+    for share in (0.5, 0.0):
+        path = tmp_path / f"crops{share}.pt"
+        torch.save({"state_dict": net.state_dict(), "arch": "u2netp", "size": 64, "epoch": 1, "val_iou": 0.5,
+                    "crop_share": share}, path)
+        seg = load_segmenter(str(path))
+        assert seg.zoom_margin == (params.prepare.crop_margin if share else 0.0)
+        assert seg.zoom_max_area == params.serve.zoom_max_area
+    always = params.model_copy(update={"serve": params.serve.model_copy(update={"zoom": "always"})})
+    never = params.model_copy(update={"serve": params.serve.model_copy(update={"zoom": "never"})})
+    assert zoom_settings(always, trained_on_crops=False)["zoom_margin"] == params.prepare.crop_margin
+    assert zoom_settings(never, trained_on_crops=True)["zoom_margin"] == 0.0

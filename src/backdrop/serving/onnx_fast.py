@@ -11,7 +11,10 @@
   LANCZOS), one session run per batch, and upsamples each probability map to its photo's size. It is
   a drop-in for `backdrop.inference.Segmenter` (`probabilities(photo)`, `size`, `source`);
   `stream()` overlaps decoding/resizing of the next batch with the current session run, or, with
-  `workers > 1` (`remove.workers`), runs that many single-threaded lanes side by side.
+  `workers > 1` (`remove.workers`), runs that many single-threaded lanes side by side. With the
+  zoom pass on (`serve.zoom`: by default for models trained on object crops), a product whose box
+  covers at most `serve.zoom_max_area` of the frame is segmented again on that box
+  (`backdrop.zoom`), on the same session or lane.
 * `precision="int8"` (`serve.precision`) runs a quantized copy of a static 320 px export
   (`backdrop.serving.quantize`: the RSU stages in uint8, the sensitive nodes fp32).
 
@@ -423,14 +426,15 @@ def load_fast_segmenter(spec: str = "champion", threads: int | None = None,
     from backdrop.config import load_params
     from backdrop.inference import load_segmenter, zoom_settings
 
-    zoom = zoom_settings(load_params())
+    zoom = zoom_settings(load_params(), trained_on_crops=False)  # official weights, bare .onnx files
     if spec.startswith("official:"):
         name = spec.split(":", 1)[1]
         return segmenter_from_model(_official_cutout(name), size or 320, spec, threads, precision, True, zoom)
     if spec.endswith(".onnx"):
         return segmenter_from_onnx(Path(spec), threads=threads, size=size, zoom=zoom)
-    base = load_segmenter(spec)
-    return segmenter_from_model(base.model, size or base.size, base.source, threads, precision, zoom=zoom)
+    base = load_segmenter(spec)  # decides the zoom pass from the model's training params
+    return segmenter_from_model(base.model, size or base.size, base.source, threads, precision,
+                                zoom={"zoom_margin": base.zoom_margin, "zoom_max_area": base.zoom_max_area})
 
 
 def encode(image, fmt: str) -> tuple[bytes, str]:

@@ -577,7 +577,7 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
                 mlflow.log_metrics(metrics, step=epoch + 1)
                 if improved:
                     _save({"state_dict": model.state_dict(), "arch": tp.model, "size": params.prepare.size,
-                           "epoch": epoch + 1, "val_iou": best}, out / "model.pt")
+                           "epoch": epoch + 1, "val_iou": best, "crop_share": tp.crop_share}, out / "model.pt")
                 if (epoch + 1) % tp.overlay_every == 0 or done:
                     shown = predict_probs(model, val_x[:8])
                     grid = overlay_grid(val_x[:8], val_y[:8], shown, out / f"overlay_epoch{epoch + 1}.png",
