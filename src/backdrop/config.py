@@ -271,6 +271,11 @@ class ServeParams(_Section):
     refine_radius: int = Field(8, ge=1, le=64)
     refine_eps: float = Field(1e-3, gt=0)
 
+    @field_validator("zoom", mode="before")
+    @classmethod
+    def _zoom(cls, value):
+        return {True: "always", False: "never"}.get(value, value) if isinstance(value, bool) else value
+
     @field_validator("white_aspect")
     @classmethod
     def _aspect(cls, value: str) -> str:

@@ -58,6 +58,7 @@ def _same(model: BaseModel, raw: dict, where: str) -> None:
     ("validate:\n  max_bad_share: 1.5\n", "validate.max_bad_share", "less than or equal to 1"),
     ("validate:\n  near_dup_distance: -1\n", "validate.near_dup_distance", "greater than or equal to 0"),
     ("tain:\n  epochs: 3\n", "tain", "Extra inputs are not permitted"),
+    ("serve:\n  zoom: sometimes\n", "serve.zoom", "'auto', 'always' or 'never'"),
 ])
 def test_bad_value_fails_with_config_error_naming_the_key(tmp_path, text, dotted_key, why):
     path = tmp_path / "params.yaml"
@@ -132,3 +133,9 @@ def test_params_rewritten_by_dvc_exp_run_set_still_load(tmp_path):
     params = load_params(path)
     assert params.serve.white_aspect == "1:1"
     assert params.train.epochs == 3
+
+
+def test_serve_zoom_reads_old_booleans():
+    """`zoom: true/false` (how the key was first written) still loads: always / never."""
+    for text, want in (("true", "always"), ("false", "never"), ("auto", "auto")):
+        assert parse_params({"serve": {"zoom": yaml.safe_load(text)}}, "params.yaml").serve.zoom == want
