@@ -12,8 +12,8 @@ Same machine, same run, same images, same weights (the official U²-NetP):
 * backdrop (fp32 and int8): the serving path (`onnx_fast.FastSegmenter` on the exported converted
   official weights) as `backdrop remove` runs it: `FastSegmenter.stream` with `remove.workers` lanes
   (one 1-thread session each doing header-checked decode, LANCZOS resize, run, LANCZOS upsampling of
-  the probability map; 0 = one lane per core), `inference.compose` (RGBA by `putalpha`), plus the
-  review confidence. int8 = `serving.quantize` (the RSU stages in uint8, sensitive nodes fp32). The
+  the probability map; 0 = one lane per core), the edge refinement `serve.refine` names,
+  `inference.compose` (RGBA by `putalpha`), plus the review confidence. int8 = `serving.quantize` (the RSU stages in uint8, sensitive nodes fp32). The
   default is whichever `serve.precision` in params.yaml names; one lane (a 2-thread session with
   decode-ahead) is timed too, for information.
   With `serve.zoom` on, products whose box covers little of the frame get a second run on that
@@ -100,9 +100,12 @@ class Backdrop:
                  suffix: str = "", zoom: bool = True):
         import dataclasses
 
+        from backdrop.config import load_params
         from backdrop.serving.onnx_fast import load_fast_segmenter
+        from backdrop.serving.outputs import OutputOptions
 
         self.seg = load_fast_segmenter("official:u2netp", size=size, precision=precision)
+        self.options = OutputOptions.from_params(load_params().serve)  # serve.refine, as `backdrop remove`
         if not zoom:  # serve.zoom as params.yaml sets it, or forced off
             self.seg = dataclasses.replace(self.seg, zoom_margin=0.0)
         assert self.seg.precision == precision
@@ -114,13 +117,15 @@ class Backdrop:
     def __call__(self, batch: list[bytes]) -> list[tuple[Image.Image, np.ndarray]]:
         from backdrop.inference import compose
         from backdrop.serving.images import decode
+        from backdrop.serving.outputs import final_prob
         from backdrop.serving.review import confidence
 
         out = []
         for _data, photo, pred in self.seg.stream(batch, lambda d: decode(d, 64_000_000), self.batch_size,
                                                   self.workers):
             confidence(pred.small, pred.disagreement)
-            out.append((compose(photo, pred.prob, "rgba"), pred.prob >= 0.5))
+            prob = final_prob(photo, pred.prob, self.options)
+            out.append((compose(photo, prob, "rgba"), prob >= 0.5))
         return out
 
 

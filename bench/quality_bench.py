@@ -9,7 +9,8 @@ the held-out test split (prepare's hash split; never trained or early-stopped on
   rembg-style official U²-NetP (onnxruntime fp32, LANCZOS to 320, each photo divided by its max +
   ImageNet normalisation, min-max of the output, LANCZOS back up); champion = the model in PyTorch
   (LANCZOS to its size, bilinear back up, then the zoom pass on the product's box: `serve.zoom` auto
-  turns it on for a model trained on object crops);
+  turns it on for a model trained on object crops, then `serve.refine`, the edge refinement that
+  `backdrop remove` and the API publish with — picked on the val split by bench/refine_bench.py);
   champion_one_pass (informational) = the same without the zoom pass; champion_served
   (informational) = the ONNX fast path `backdrop remove` publishes with (`serve.precision`, zoom as
   configured). Mask = probability > 0.5; IoU against the vendor's mask at full resolution.
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from backdrop.models.official import onnx_path
     from backdrop.progress import progress
     from backdrop.serving.onnx_fast import load_fast_segmenter
+    from backdrop.serving.outputs import OutputOptions, final_prob
     from backdrop.stages.prepare import mask_channel
     from backdrop.stages.train import load_arrays, predict_probs, split_rows
     from backdrop.zoom import object_box
@@ -133,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     # what `backdrop remove` / the API publish: the ONNX fast path at serve.precision (int8 at 320)
     served = load_fast_segmenter(args.model, precision=params.serve.precision)
 
+    options = OutputOptions.from_params(params.serve)
+
+    def published(probabilities):
+        """What a shop gets: the model's map after `serve.refine` (as `backdrop remove` and the API)."""
+        return lambda photo: final_prob(photo, probabilities(photo), options)
+
     engines = ("baseline", "champion", "champion_one_pass", "champion_zoom_always", "champion_served")
     ious: dict[str, list[float]] = {name: [] for name in engines}
     seconds = dict.fromkeys(engines, 0.0)
@@ -142,10 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         photo = open_image(raw / entry["image_path"]).convert("RGB")
         truth = np.asarray(mask_channel(open_image(raw / entry["mask_path"]))) > 127
         for name, predict in (("baseline", lambda p: rembg_style(baseline, p)),
-                              ("champion", champion.probabilities),
-                              ("champion_one_pass", one_pass.probabilities),
-                              ("champion_zoom_always", always_zoom.probabilities),
-                              ("champion_served", served.probabilities)):
+                              ("champion", published(champion.probabilities)),
+                              ("champion_one_pass", published(one_pass.probabilities)),
+                              ("champion_zoom_always", published(always_zoom.probabilities)),
+                              ("champion_served", published(served.probabilities))):
             t0 = time.perf_counter()
             prob = predict(photo)
             seconds[name] += time.perf_counter() - t0
@@ -181,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         "model": champion.source, "baseline": "official u2netp, rembg-style (onnxruntime fp32)",
         "champion_served": f"the champion through the serving fast path ({served.precision}, {served.onnx_file}); "
                            "informational, the targets judge 'champion' (PyTorch)",
+        "refine": {"mode": options.refine, "radius": options.refine_radius, "eps": options.refine_eps,
+                   "note": "serve.refine applied to every champion row (what backdrop remove publishes); "
+                           "bench/results/refine.json picks it on the val split"},
         "zoom": {"margin": champion.zoom_margin, "max_area": champion.zoom_max_area,
                  "champion_one_pass": "the champion without the zoom pass (informational)",
                  "champion_zoom_always": "the zoom pass whatever the box's size (informational)",

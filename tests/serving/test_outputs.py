@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backdrop.serving.outputs import OutputOptions, compose, final_prob, guided_filter, parse_aspect
+from backdrop.serving.outputs import (
+    OutputOptions,
+    compose,
+    final_prob,
+    guided_filter,
+    guided_filter_rgb,
+    parse_aspect,
+    refine,
+)
 
 from .conftest import BIN, env_for, write_photos, write_project
 
@@ -71,6 +79,51 @@ def test_rgba_alpha_is_the_mask_and_guided_refinement_follows_the_photo_edge():
     # guided filter of a constant is that constant
     g = np.random.default_rng(0).random((40, 50), dtype=np.float32)
     assert np.allclose(guided_filter(g, np.full_like(g, 0.3), 4, 1e-3), 0.3, atol=1e-4)
+
+
+def _coarse(prob: np.ndarray) -> np.ndarray:
+    """The box's left edge (x=60) blurred over ±12 px, like an upsampled 320 px prediction."""
+    xs = np.arange(prob.shape[1], dtype=np.float32)
+    coarse = prob.copy()
+    ramp = np.clip((xs - 48) / 24, 0, 1)[None, :].repeat(prob.shape[0], 0)
+    coarse[100:220, 40:80] = ramp[100:220, 40:80]
+    return coarse
+
+
+def test_colour_guide_finds_an_edge_the_grey_guide_cannot_see():
+    # a red product on a grey of the same luminance (0.299·200 + 0.587·30 + 0.114·30 ≈ 81)
+    rgb = np.full((300, 400, 3), 81, np.uint8)
+    rgb[100:220, 60:160] = (200, 30, 30)
+    photo = Image.fromarray(rgb, "RGB")
+    truth = np.zeros((300, 400), bool)
+    truth[100:220, 60:160] = True
+    coarse = _coarse(truth.astype(np.float32))
+    grey = final_prob(photo, coarse, OutputOptions(refine="guided", refine_radius=16, refine_eps=1e-4))
+    colour = final_prob(photo, coarse, OutputOptions(refine="guided_rgb", refine_radius=16, refine_eps=1e-4))
+    row = 160
+    assert 40 + int(np.argmax(np.diff(colour[row, 40:80]))) == 59  # snapped onto the hue edge
+    assert np.diff(colour[row, 40:80]).max() > 5 * np.diff(grey[row, 40:80]).max()  # grey stays blurred
+    assert _iou(colour > 0.5, truth) > _iou(coarse > 0.5, truth) - 1e-9
+    assert _iou(colour > 0.5, truth) == 1.0
+    g = np.random.default_rng(1).random((40, 50, 3), dtype=np.float32)
+    assert np.allclose(guided_filter_rgb(g, np.full(g.shape[:2], 0.3, np.float32), 4, 1e-3), 0.3, atol=1e-4)
+
+
+def test_refinement_on_the_band_window_equals_filtering_the_whole_photo():
+    photo, prob = _scene()
+    coarse = _coarse(prob)
+    for colour in (False, True):
+        fast = refine(photo, coarse, radius=5, eps=1e-3, colour=colour)
+        if colour:
+            whole = guided_filter_rgb(np.asarray(photo, np.float32) / 255, coarse, 5, 1e-3)
+        else:
+            whole = guided_filter(np.asarray(photo.convert("L"), np.float32) / 255, coarse, 5, 1e-3)
+        band = np.zeros_like(coarse, bool)
+        band[100 - 5:220 + 5, 49 - 5:72 + 5] = True  # uncertain pixels (the ramp, x 49..71) widened by the radius
+        expect = np.where(band, np.clip(whole, 0, 1), coarse)
+        assert np.allclose(fast, expect, atol=1e-5)
+    certain = np.zeros_like(prob)
+    assert np.array_equal(refine(photo, certain, 5), certain)  # nothing uncertain: nothing to do
 
 
 def test_int8_path_agrees_with_fp32_on_held_out_photos():
