@@ -8,8 +8,8 @@ guided filter (grey or colour guide = the photo) can move the 0.5 crossing onto 
 
 Protocol: the champion's probabilities as served (`backdrop.inference.load_segmenter`: PyTorch, the
 zoom pass as `serve.zoom` says) for every val and test photo at its own size; each candidate
-(none, probability thresholds, guided / guided_rgb × radius × eps, and the grey ones again on the
-mean of the photo's and its mirror image's maps) is scored by IoU of its > 0.5 mask vs the vendor
+(none, probability thresholds, guided / guided_rgb × radius × eps, and the grey ones again with
+`serve.tta: hflip`, each pass averaged with its mirror image's) is scored by IoU of its > 0.5 mask vs the vendor
 mask. The candidate with the most val images ≥ 0.99 (then the best val mean) is the
 pick; its test numbers are what it is worth — test never chooses anything. Writes
 bench/results/refine.json with every candidate's val and test summary and ms/photo.
@@ -18,6 +18,7 @@ bench/results/refine.json with every candidate's val and test summary and ms/pho
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -26,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 GREY = [(r, e) for r in (1, 2, 3, 4, 6) for e in (1e-3, 1e-2, 1e-1)]
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     splits = split_rows(params)
     manifest = {r["pair_id"]: r for r in read_csv(resolve(params.validate_.out_dir) / "manifest.csv")}
     raw = resolve(params.ingest.raw_dir)
-    champion = load_segmenter(args.model)
+    champion = dataclasses.replace(load_segmenter(args.model), flip_tta=False)
+    with_tta = dataclasses.replace(champion, flip_tta=True)
     cands = candidates()
     result: dict = {"model": champion.source, "zoom_margin": champion.zoom_margin,
                     "zoom_max_area": champion.zoom_max_area, "splits": {}}
@@ -105,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             photo = open_image(raw / entry["image_path"]).convert("RGB")
             truth = np.asarray(mask_channel(open_image(raw / entry["mask_path"]))) > 127
             prob = champion.probabilities(photo)
-            mirrored = champion.probabilities(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT))[:, ::-1]
-            averaged = 0.5 * (prob + mirrored)  # flip test-time augmentation
+            averaged = with_tta.probabilities(photo)  # serve.tta hflip
             for cand in cands:
                 base = averaged if cand.get("tta") else prob
                 t0 = time.perf_counter()

@@ -34,6 +34,7 @@ class Segmenter:
     source: str
     zoom_margin: float = 0.0    # > 0: a second pass on the product's box (`backdrop.zoom`); 0 = one pass
     zoom_max_area: float = 0.6  # ...when the box covers at most this share of the frame
+    flip_tta: bool = False      # each pass also runs on the mirrored input; the two maps are averaged
 
     def probabilities(self, photo) -> np.ndarray:
         """float32 (H,W) foreground probability at the photo's original size."""
@@ -53,7 +54,11 @@ class Segmenter:
         small = np.array(rgb.resize((self.size, self.size), Image.Resampling.LANCZOS))  # writable for torch
         x = torch.from_numpy(small).permute(2, 0, 1)[None].float().div_(255.0)  # (1,3,S,S)
         with torch.inference_mode():
-            prob = self.model(x)[0, 0].numpy()  # (S,S)
+            if self.flip_tta:  # (2,3,S,S): the photo and its mirror image, mirrored back before averaging
+                out = self.model(torch.cat([x, x.flip(-1)]))
+                prob = (0.5 * (out[0, 0] + out[1, 0].flip(-1))).numpy()  # (S,S)
+            else:
+                prob = self.model(x)[0, 0].numpy()  # (S,S)
         full = Image.fromarray(prob.astype(np.float32), mode="F").resize(rgb.size, Image.Resampling.BILINEAR)
         return np.clip(np.asarray(full), 0.0, 1.0)
 
@@ -66,13 +71,14 @@ def compose(photo, prob: np.ndarray, fmt: str = "rgba", options=None):
 
 
 def zoom_settings(params, trained_on_crops: bool) -> dict:
-    """Segmenter zoom fields: the training crops' margin (`prepare.crop_margin`) when `serve.zoom` is
+    """Segmenter pass fields (zoom and `serve.tta`): the training crops' margin (`prepare.crop_margin`) when `serve.zoom` is
     `always`, or `auto` and the model learnt from object crops; else 0 (one pass). A model that never
     saw crops gains nothing from the second run (official U²-NetP: IoU 0.9678 vs 0.9682 one pass on
     the inference bench) and pays for it."""
     zoom = params.serve.zoom == "always" or (params.serve.zoom == "auto" and trained_on_crops)
     return {"zoom_margin": params.prepare.crop_margin if zoom else 0.0,
-            "zoom_max_area": params.serve.zoom_max_area}
+            "zoom_max_area": params.serve.zoom_max_area,
+            "flip_tta": params.serve.tta == "hflip"}
 
 
 def _registry_crop_share(uri: str) -> float:

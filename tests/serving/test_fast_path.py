@@ -138,3 +138,38 @@ def test_zoom_pass_is_on_for_models_trained_on_crops(tmp_path):
     never = params.model_copy(update={"serve": params.serve.model_copy(update={"zoom": "never"})})
     assert zoom_settings(always, trained_on_crops=False)["zoom_margin"] == params.prepare.crop_margin
     assert zoom_settings(never, trained_on_crops=True)["zoom_margin"] == 0.0
+
+
+def test_flip_tta_averages_the_photo_and_its_mirror_image_in_both_engines():
+    """serve.tta hflip: each pass = mean of the map and the mirrored photo's map mirrored back; a
+    mirrored photo then gets exactly the mirrored cut-out, which the plain pass does not promise."""
+    from PIL import Image
+
+    from backdrop.config import load_params
+    from backdrop.data.synth import render_item
+    from backdrop.inference import Segmenter, zoom_settings
+    from backdrop.serving.onnx_fast import _official_cutout, load_fast_segmenter
+
+    params = load_params()
+    hflip = params.model_copy(update={"serve": params.serve.model_copy(update={"tta": "hflip"})})
+    assert zoom_settings(hflip, trained_on_crops=False)["flip_tta"] is True
+    assert zoom_settings(params, trained_on_crops=False)["flip_tta"] is (params.serve.tta == "hflip")
+
+    photo = render_item(33, 2, min_side=300, max_side=420)[0]
+    mirror = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    plain = dataclasses.replace(load_fast_segmenter("official:u2netp", size=160), flip_tta=False, zoom_margin=0.0)
+    tta = dataclasses.replace(plain, flip_tta=True)
+    x = plain.prepare([photo])
+    expected = 0.5 * (plain.run(x)[0] + plain.run(np.ascontiguousarray(x[..., ::-1]))[0][..., ::-1])
+    assert np.abs(tta.run(x)[0] - expected).max() < 1e-6
+    assert np.abs(tta.run(x)[0] - plain.run(x)[0]).max() > 1e-3  # the mirrored run counted
+    a, b = tta.probabilities(photo), tta.probabilities(mirror)[:, ::-1]
+    assert _iou(a > 0.5, b > 0.5) >= 0.999  # mirror-consistent (up to resampling)
+
+    torch_tta = Segmenter(_official_cutout("u2netp"), 160, "torch", flip_tta=True)
+    torch_plain = Segmenter(_official_cutout("u2netp"), 160, "torch")
+    ref = torch_tta.probabilities(photo)
+    rgb = photo.convert("RGB")
+    by_hand = 0.5 * (torch_plain.single_pass(rgb) + torch_plain.single_pass(mirror.convert("RGB"))[:, ::-1])
+    assert _iou(ref > 0.5, by_hand > 0.5) >= 0.995
+    assert _iou(ref > 0.5, tta.probabilities(photo) > 0.5) >= 0.99  # the engines agree with TTA on

@@ -251,7 +251,15 @@ class FastSegmenter:
 
     def run(self, x: np.ndarray, session=None) -> tuple[np.ndarray, np.ndarray | None]:
         """float32 (N,3,S,S) → ((N,S,S) probabilities, (N,) disagreement or None); on the shared
-        session unless a lane's own `session` is given."""
+        session unless a lane's own `session` is given. With `flip_tta` the mirrored batch runs too
+        and the maps are averaged; disagreement stays the unmirrored run's (what review is calibrated on)."""
+        prob, dis = self._run_once(x, session)
+        if self.flip_tta:
+            mirrored, _ = self._run_once(np.ascontiguousarray(x[..., ::-1]), session)
+            prob = 0.5 * (prob + mirrored[..., ::-1])
+        return prob, dis
+
+    def _run_once(self, x: np.ndarray, session=None) -> tuple[np.ndarray, np.ndarray | None]:
         if session is None:
             with self._lock:  # one run at a time: it already uses every core
                 outs = self.session.run(None, {"image": x})
@@ -262,6 +270,7 @@ class FastSegmenter:
     precision: str = "fp32"
     zoom_margin: float = 0.0    # > 0: a second pass on the product's box (`backdrop.zoom`); 0 = one pass
     zoom_max_area: float = 0.6  # ...when the box covers at most this share of the frame
+    flip_tta: bool = False      # `serve.tta: hflip`: every run also on the mirrored input, maps averaged
     _lanes: list = field(default_factory=list, repr=False)  # single-threaded sessions for `stream` lanes
 
     def prepare(self, photos) -> np.ndarray:
@@ -434,7 +443,8 @@ def load_fast_segmenter(spec: str = "champion", threads: int | None = None,
         return segmenter_from_onnx(Path(spec), threads=threads, size=size, zoom=zoom)
     base = load_segmenter(spec)  # decides the zoom pass from the model's training params
     return segmenter_from_model(base.model, size or base.size, base.source, threads, precision,
-                                zoom={"zoom_margin": base.zoom_margin, "zoom_max_area": base.zoom_max_area})
+                                zoom={"zoom_margin": base.zoom_margin, "zoom_max_area": base.zoom_max_area,
+                                      "flip_tta": base.flip_tta})
 
 
 def encode(image, fmt: str) -> tuple[bytes, str]:
