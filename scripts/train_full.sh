@@ -5,7 +5,7 @@
 #
 # Recipe (all stage params; see params.yaml for what each key does):
 #   FULL_N synthetic pairs (default 1200) → 70/15/15 split; 5 epochs progressively resized to 160 px,
-#   then 4 epochs at 320 px; AdamW lr 1e-3 with a 1-epoch warm-up and cosine decay; BCE on all 7
+#   then 3 epochs at 320 px; AdamW lr 1e-3 with a 1-epoch warm-up and cosine decay; BCE on all 7
 #   outputs + 0.5 × soft IoU; cluster-balanced sampling; half the samples are the pair's object crop
 #   (what serving's zoom pass sees); flips, zoom, colour jitter, new backgrounds.
 # Timing: the wall time of data + pipeline goes to bench/results/train_full_timing.json.
@@ -24,7 +24,7 @@ step "2/3 dvc exp run $NAME (ingest → validate → prepare 320 → cluster →
 dvc exp run --name "$NAME" \
   -S prepare.size=320 \
   -S train.model=u2netp -S train.init=official \
-  -S train.epochs=9 -S train.low_res_size=160 -S train.low_res_epochs=5 \
+  -S train.epochs=8 -S train.low_res_size=160 -S train.low_res_epochs=5 \
   -S train.batch_size=8 -S train.lr=0.001 -S train.warmup_epochs=1 \
   -S train.processes=2 -S train.backend=horovod -S train.num_threads=2 \
   -S train.iou_loss_weight=0.5 -S train.balanced_sampling=true -S train.crop_share=0.5 \
