@@ -6,8 +6,8 @@ Why: the champion's map is made at 320 px and upsampled 2–4× to the photo, so
 pixel or two off the product's real edge; on a 0.99 IoU target that is most of the error left. A
 guided filter (grey or colour guide = the photo) can move the 0.5 crossing onto the photo's edge.
 
-Protocol: the champion's probabilities as served (`backdrop.inference.load_segmenter`: PyTorch, the
-zoom pass as `serve.zoom` says) for every val and test photo at its own size; each candidate
+Protocol: the champion's probabilities as served (`--engine served`, the default: the ONNX fast path
+at `serve.precision`; `--engine torch`: PyTorch; the zoom pass as `serve.zoom` says) for every val and test photo at its own size; each candidate
 (none, probability thresholds, guided / guided_rgb × radius × eps, and the grey ones again with
 `serve.tta: hflip`, each pass averaged with its mirror image's) is scored by IoU of its > 0.5 mask vs the vendor
 mask. The candidate with the most val images ≥ 0.99 (then the best val mean) is the
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-GREY = [(r, e) for r in (1, 2, 3, 4, 6) for e in (1e-3, 1e-2, 1e-1)]
-COLOUR = [(r, e) for r in (1, 2, 3, 4) for e in (1e-3, 1e-2)]  # ~3× the grey filter's cost
+GREY = [(r, e) for r in (1, 2, 3, 4, 6) for e in (1e-3, 1e-2)]
+COLOUR = [(r, e) for r in (2, 3, 4) for e in (1e-3, 1e-2)]  # ~3× the grey filter's cost
 THRESHOLDS = (0.4, 0.45, 0.55, 0.6)
 
 
@@ -70,6 +70,8 @@ def summarize(ious: list[float], clusters: list[int], k: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="champion")
+    ap.add_argument("--engine", choices=("served", "torch"), default="served",
+                    help="served: the ONNX fast path at serve.precision (default); torch: the PyTorch model")
     ap.add_argument("--limit", type=int, default=0, help="first N photos of each split (0 = all)")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/refine.json")
     args = ap.parse_args(argv)
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from backdrop.io import open_image, read_csv
     from backdrop.metrics import mask_iou
     from backdrop.progress import progress
+    from backdrop.serving.onnx_fast import load_fast_segmenter
     from backdrop.stages.prepare import mask_channel
     from backdrop.stages.train import split_rows
 
@@ -90,10 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     splits = split_rows(params)
     manifest = {r["pair_id"]: r for r in read_csv(resolve(params.validate_.out_dir) / "manifest.csv")}
     raw = resolve(params.ingest.raw_dir)
-    champion = dataclasses.replace(load_segmenter(args.model), flip_tta=False)
+    if args.engine == "served":  # what `backdrop remove` and the API run: ONNX at serve.precision
+        champion = load_fast_segmenter(args.model, precision=params.serve.precision)
+    else:
+        champion = load_segmenter(args.model)
+    champion = dataclasses.replace(champion, flip_tta=False)
     with_tta = dataclasses.replace(champion, flip_tta=True)
     cands = candidates()
-    result: dict = {"model": champion.source, "zoom_margin": champion.zoom_margin,
+    result: dict = {"model": champion.source, "engine": args.engine, "zoom_margin": champion.zoom_margin,
                     "zoom_max_area": champion.zoom_max_area, "splits": {}}
     per_image: dict[str, list] = {}
     for split in ("val", "test"):
