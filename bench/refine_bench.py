@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="first N photos of each split (0 = all)")
     ap.add_argument("--out", type=Path, default=REPO / "bench/results/refine.json")
     args = ap.parse_args(argv)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # progress lines
 
     from backdrop.config import load_params, resolve
     from backdrop.inference import load_segmenter
