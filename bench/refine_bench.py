@@ -57,14 +57,12 @@ def apply(cand: dict, photo, prob: np.ndarray) -> np.ndarray:
 
 
 def summarize(ious: list[float], clusters: list[int], k: int) -> dict:
-    arr = np.asarray(ious)
-    per = {}
-    for c in range(k):
-        sel = arr[np.asarray(clusters) == c]
-        if len(sel):
-            per[str(c)] = round(float(sel.mean()), 5)
-    return {"iou_mean": round(float(arr.mean()), 5), "share_ge_0_99": round(float((arr >= 0.99).mean()), 4),
-            "min_cluster": min(per.values()) if per else float("nan"), "per_cluster": per, "n": len(ious)}
+    from backdrop.metrics import summarize as stage_summary  # the evaluate stage's per-cluster means
+
+    s = stage_summary(ious, clusters, k)
+    per = {key.rsplit("_", 1)[1]: round(v, 5) for key, v in s.items() if key.startswith("iou_cluster_")}
+    return {"iou_mean": round(s["iou_mean"], 5), "share_ge_0_99": round(s["share_iou_ge_099"], 4),
+            "min_cluster": min(per.values()) if per else float("nan"), "per_cluster": per, "n": s["n"]}
 
 
 def main(argv: list[str] | None = None) -> int:
