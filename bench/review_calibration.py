@@ -109,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
                 photo, mask, _ = render_item(args.seed, i, min_side=600, max_side=1200)
                 yield str(i), photo, np.asarray(mask) > 127
 
+    from backdrop.config import load_params
+    from backdrop.serving.outputs import OutputOptions, final_prob
+
+    options = OutputOptions.from_params(load_params().serve)  # the published map: after serve.refine
     rows = []
     for pid, photo, gt in items():
         pred = seg.predict_batch([photo])[0]
-        fg = pred.prob >= 0.5
+        fg = final_prob(photo, pred.prob, options) >= 0.5
         iou = float((fg & gt).sum() / max(1, (fg | gt).sum()))
         conf = confidence(pred.small, pred.disagreement)
         rows.append({"id": pid, "size": list(photo.size), "iou": round(iou, 5), **conf.as_dict()})
