@@ -9,7 +9,8 @@ guided filter (grey or colour guide = the photo) can move the 0.5 crossing onto 
 Protocol: the champion's probabilities as served (`--engine served`, the default: the ONNX fast path
 at `serve.precision`; `--engine torch`: PyTorch; the zoom pass as `serve.zoom` says) for every val and test photo at its own size; each candidate
 (none, probability thresholds, guided / guided_rgb × radius × eps, and the grey ones again with
-`serve.tta: hflip`, each pass averaged with its mirror image's) is scored by IoU of its > 0.5 mask vs the vendor
+`serve.tta: hflip`, each pass averaged with its mirror image's; and `serve.zoom_blend` 0.25–0.75, the
+whole-photo pass's share inside the zoom box, on the best grey filters) is scored by IoU of its > 0.5 mask vs the vendor
 mask. The candidate with the most val images ≥ 0.99 (then the best val mean) is the
 pick; its test numbers are what it is worth — test never chooses anything. Writes
 bench/results/refine.json with every candidate's val and test summary and ms/photo.
@@ -32,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 GREY = [(r, e) for r in (1, 2, 3, 4, 6) for e in (1e-3, 1e-2)]
 COLOUR = [(r, e) for r in (2, 3, 4) for e in (1e-3, 1e-2)]  # ~3× the grey filter's cost
 THRESHOLDS = (0.4, 0.45, 0.55, 0.6)
+BLENDS = (0.25, 0.5, 0.75)
+BLEND_WITH = ("none", "guided_r1_eps0.001", "guided_r2_eps0.001", "guided_r3_eps0.001")
 
 
 def candidates() -> list[dict]:
@@ -40,10 +43,42 @@ def candidates() -> list[dict]:
     for mode, grid in (("guided", GREY), ("guided_rgb", COLOUR)):
         out += [{"name": f"{mode}_r{r}_eps{e:g}", "refine": mode, "radius": r, "eps": e, "threshold": 0.5}
                 for r, e in grid]
+    # serve.zoom_blend: the whole-photo pass's share inside the zoom box (a two-scale mean, no extra runs)
+    out += [{**c, "name": f"blend{b:g}+{c['name']}", "blend": b}
+            for b in BLENDS for c in out if c["name"] in BLEND_WITH]
     # the same on the mean of the photo's and its mirror image's maps (2× the model's cost)
     out += [{**c, "name": f"hflip_tta+{c['name']}", "tta": True}
             for c in out if c["refine"] in ("none", "guided") and c["threshold"] == 0.5]
     return out
+
+
+def views(segmenter, photo) -> tuple[np.ndarray, tuple | None, np.ndarray | None]:
+    """The served passes, kept apart: the whole photo's (H,W) map, the zoom box (None: no zoom pass)
+    and the box's own (h,w) map — so every zoom_blend is scored from one set of model runs."""
+    from backdrop.inference import Segmenter
+    from backdrop.serving.onnx_fast import upsample
+    from backdrop.zoom import object_box, worth_zooming
+
+    if isinstance(segmenter, Segmenter):
+        one_pass = segmenter.single_pass
+    else:
+        def one_pass(image):
+            return upsample(segmenter.run(segmenter.prepare([image]))[0][0], image.size)
+    first = one_pass(photo)
+    box = object_box(first, segmenter.zoom_margin) if segmenter.zoom_margin > 0 else None
+    if not worth_zooming(box, photo.size, segmenter.zoom_max_area):
+        return first, None, None
+    return first, box, one_pass(photo.crop(box))
+
+
+def served(first: np.ndarray, box, crop: np.ndarray | None, blend: float) -> np.ndarray:
+    """`backdrop.zoom.refine`'s output for these views and `serve.zoom_blend`."""
+    from backdrop.zoom import paste
+
+    if box is None:
+        return first
+    inside = first[box[1]:box[3], box[0]:box[2]]
+    return paste(first, box, blend * inside + (1.0 - blend) * crop if blend > 0 else crop)
 
 
 def apply(cand: dict, photo, prob: np.ndarray) -> np.ndarray:
@@ -104,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"model": champion.source, "engine": args.engine, "zoom_margin": champion.zoom_margin,
                     "zoom_max_area": champion.zoom_max_area, "splits": {}}
     per_image: dict[str, list] = {}
+    checked = False
     for split in ("val", "test"):
         rows = splits[split][:args.limit] if args.limit else splits[split]
         clusters = [int(r["cluster"]) for r in rows]
@@ -113,10 +149,18 @@ def main(argv: list[str] | None = None) -> int:
             entry = manifest[row["pair_id"]]
             photo = open_image(raw / entry["image_path"]).convert("RGB")
             truth = np.asarray(mask_channel(open_image(raw / entry["mask_path"]))) > 127
-            prob = champion.probabilities(photo)
-            averaged = with_tta.probabilities(photo)  # serve.tta hflip
+            plain, mirrored = views(champion, photo), views(with_tta, photo)  # serve.tta none / hflip
+            if not checked:  # the bench's own composition of the passes is what the segmenter serves
+                for b in (0.0, 0.5):
+                    product = dataclasses.replace(champion, zoom_blend=b).probabilities(photo)
+                    assert np.abs(served(*plain, b) - product).max() < 1e-6, f"zoom_blend {b}: bench != served"
+                checked = True
+            maps = {}
             for cand in cands:
-                base = averaged if cand.get("tta") else prob
+                key = (bool(cand.get("tta")), cand.get("blend", 0.0))
+                if key not in maps:
+                    maps[key] = served(*(mirrored if key[0] else plain), key[1])
+                base = maps[key]
                 t0 = time.perf_counter()
                 mask = apply(cand, photo, base)
                 seconds[cand["name"]] += time.perf_counter() - t0

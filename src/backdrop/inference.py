@@ -34,6 +34,7 @@ class Segmenter:
     source: str
     zoom_margin: float = 0.0    # > 0: a second pass on the product's box (`backdrop.zoom`); 0 = one pass
     zoom_max_area: float = 0.6  # ...when the box covers at most this share of the frame
+    zoom_blend: float = 0.0     # weight of the whole-photo pass inside the box (`serve.zoom_blend`)
     flip_tta: bool = False      # each pass also runs on the mirrored input; the two maps are averaged
 
     def probabilities(self, photo) -> np.ndarray:
@@ -43,7 +44,7 @@ class Segmenter:
         if self.zoom_margin > 0:
             from backdrop.zoom import refine
 
-            prob, _ = refine(rgb, prob, self.single_pass, self.zoom_margin, self.zoom_max_area)
+            prob, _ = refine(rgb, prob, self.single_pass, self.zoom_margin, self.zoom_max_area, self.zoom_blend)
         return prob
 
     def single_pass(self, rgb) -> np.ndarray:
@@ -77,7 +78,7 @@ def zoom_settings(params, trained_on_crops: bool) -> dict:
     the inference bench) and pays for it."""
     zoom = params.serve.zoom == "always" or (params.serve.zoom == "auto" and trained_on_crops)
     return {"zoom_margin": params.prepare.crop_margin if zoom else 0.0,
-            "zoom_max_area": params.serve.zoom_max_area,
+            "zoom_max_area": params.serve.zoom_max_area, "zoom_blend": params.serve.zoom_blend,
             "flip_tta": params.serve.tta == "hflip"}
 
 

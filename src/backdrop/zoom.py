@@ -49,10 +49,17 @@ def paste(prob: np.ndarray, box: Box, crop_prob: np.ndarray) -> np.ndarray:
 
 
 def refine(photo, prob: np.ndarray, predict: Callable[[object], np.ndarray], margin: float,
-           max_area: float) -> tuple[np.ndarray, Box | None]:
+           max_area: float, blend: float = 0.0) -> tuple[np.ndarray, Box | None]:
     """Second pass: `predict(crop)` → (h,w) probabilities of the crop at its own size. Returns the
-    final (H,W) probabilities and the box used (None: the first pass stands)."""
+    final (H,W) probabilities and the box used (None: the first pass stands).
+
+    `blend` > 0 averages the two views inside the box (`blend` × whole-photo pass + the rest × zoom
+    pass): the two passes see the product at two scales and err in different places, so their mean
+    is a two-scale ensemble at no extra model cost (`serve.zoom_blend`)."""
     box = object_box(prob, margin)
     if not worth_zooming(box, photo.size, max_area):
         return prob, None
-    return paste(prob, box, predict(photo.crop(box))), box
+    crop_prob = predict(photo.crop(box))
+    if blend > 0:
+        crop_prob = blend * prob[box[1]:box[3], box[0]:box[2]] + (1.0 - blend) * crop_prob
+    return paste(prob, box, crop_prob), box

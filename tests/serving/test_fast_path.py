@@ -111,6 +111,11 @@ def test_zoom_pass_segments_a_small_product_again_inside_its_box():
     expected = upsample(one_pass.run(one_pass.prepare([crop]))[0][0], crop.size)
     assert np.abs(zoomed[box[1]:box[3], box[0]:box[2]] - expected).max() < 1e-5
     assert np.abs(expected - first[box[1]:box[3], box[0]:box[2]]).max() > 0.05  # the second pass counted
+    # serve.zoom_blend: inside the box, that share of the whole-photo pass + the rest of the zoom pass
+    blended = replace(fast, zoom_blend=0.25).probabilities(photo)
+    assert np.array_equal(blended[outside], first[outside])
+    mix = 0.25 * first[box[1]:box[3], box[0]:box[2]] + 0.75 * expected
+    assert np.abs(blended[box[1]:box[3], box[0]:box[2]] - mix).max() < 1e-5
     # a product that fills the frame is left to the first pass (no gain in resolution)
     assert not worth_zooming(object_box(one_pass.probabilities(product), fast.zoom_margin), product.size, 0.05)
 

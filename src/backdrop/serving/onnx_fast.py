@@ -270,6 +270,7 @@ class FastSegmenter:
     precision: str = "fp32"
     zoom_margin: float = 0.0    # > 0: a second pass on the product's box (`backdrop.zoom`); 0 = one pass
     zoom_max_area: float = 0.6  # ...when the box covers at most this share of the frame
+    zoom_blend: float = 0.0     # weight of the whole-photo pass inside the box (`serve.zoom_blend`)
     flip_tta: bool = False      # `serve.tta: hflip`: every run also on the mirrored input, maps averaged
     _lanes: list = field(default_factory=list, repr=False)  # single-threaded sessions for `stream` lanes
 
@@ -289,7 +290,8 @@ class FastSegmenter:
                 return upsample(self.run(self.prepare([crop]), session)[0][0], crop.size)
 
             for pred, photo in zip(preds, photos, strict=True):
-                pred.prob, _ = refine(photo, pred.prob, crop_pass, self.zoom_margin, self.zoom_max_area)
+                pred.prob, _ = refine(photo, pred.prob, crop_pass, self.zoom_margin, self.zoom_max_area,
+                                      self.zoom_blend)
         return preds
 
     def predict_batch(self, photos) -> list[Prediction]:
@@ -444,7 +446,7 @@ def load_fast_segmenter(spec: str = "champion", threads: int | None = None,
     base = load_segmenter(spec)  # decides the zoom pass from the model's training params
     return segmenter_from_model(base.model, size or base.size, base.source, threads, precision,
                                 zoom={"zoom_margin": base.zoom_margin, "zoom_max_area": base.zoom_max_area,
-                                      "flip_tta": base.flip_tta})
+                                      "zoom_blend": base.zoom_blend, "flip_tta": base.flip_tta})
 
 
 def encode(image, fmt: str) -> tuple[bytes, str]:
