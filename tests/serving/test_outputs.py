@@ -109,7 +109,7 @@ def test_colour_guide_finds_an_edge_the_grey_guide_cannot_see():
     assert np.allclose(guided_filter_rgb(g, np.full(g.shape[:2], 0.3, np.float32), 4, 1e-3), 0.3, atol=1e-4)
 
 
-def test_refinement_on_the_band_window_equals_filtering_the_whole_photo():
+def test_refinement_on_the_band_tiles_equals_filtering_the_whole_photo():
     photo, prob = _scene()
     coarse = _coarse(prob)
     for colour in (False, True):
@@ -208,3 +208,35 @@ def test_stream_lanes_keep_order_errors_and_predictions():
             continue
         assert b.prob.shape == (photo.size[1], photo.size[0])
         assert np.abs(a.small - b.small).max() < 1e-4 and a.disagreement == pytest.approx(b.disagreement, abs=1e-4)
+
+
+def test_tiled_refinement_equals_the_whole_photo_filter_at_tile_edges_and_photo_borders():
+    """The band's tiles (+ context) give what filtering the whole photo gives, wherever the band
+    falls: across tile corners, on the photo's border, a photo whose sides are not tile multiples."""
+    from backdrop.serving.outputs import REFINE_TILE, _box
+
+    rng = np.random.default_rng(3)
+    h, w = 3 * REFINE_TILE + 7, 4 * REFINE_TILE + 13
+    photo = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    prob = np.zeros((h, w), np.float32)
+    prob[20:70, 30:95] = 1.0
+    prob[REFINE_TILE - 1, REFINE_TILE - 1] = 0.5        # a lone uncertain pixel on a tile corner
+    prob[h - 1, 5:9] = 0.3                             # on the bottom border
+    prob[0, 100:104] = 0.4                             # on the top border
+    prob[50:53, 0] = 0.8                               # on the left border
+    prob[40:44, w - 2:] = 0.7                          # on the right border, in the partial tile
+    prob[69, 30:95] = 0.6                              # an uncertain edge row
+    for radius in (1, 2, 5):
+        uncertain = ((prob > 0.02) & (prob < 0.98)).astype(np.float32)
+        band = _box(uncertain, radius) > 0.5 / (2 * radius + 1) ** 2
+        assert band.sum() > uncertain.sum()  # the band widens the uncertain pixels
+        for colour in (False, True):
+            fast = refine(photo, prob, radius=radius, eps=1e-3, colour=colour)
+            if colour:
+                whole = guided_filter_rgb(np.asarray(photo, np.float32) / 255, prob, radius, 1e-3)
+            else:
+                whole = guided_filter(np.asarray(photo.convert("L"), np.float32) / 255, prob, radius, 1e-3)
+            expect = np.where(band, np.clip(whole, 0, 1), prob)
+            assert fast.shape == prob.shape
+            assert np.abs(fast - expect).max() < 1e-4, (radius, colour)
+            assert not np.array_equal(fast, prob)  # the filter did change the band

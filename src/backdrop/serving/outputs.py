@@ -51,26 +51,29 @@ def parse_aspect(text: str) -> tuple[float, float] | None:
 
 
 def _box(img: np.ndarray, r: int) -> np.ndarray:
-    """Mean over a (2r+1)² window, edges replicated; separable running sums in C (scipy), O(pixels)
-    for any r — the guided filter needs up to 17 of them per photo."""
+    """Mean over a (2r+1)² window of the last two axes (a photo, or a stack of tiles), edges
+    replicated; separable running sums in C (scipy), O(pixels) for any r."""
     from scipy.ndimage import uniform_filter1d
 
     size = 2 * r + 1
-    rows = uniform_filter1d(img.astype(np.float32, copy=False), size, axis=0, mode="nearest")
-    return uniform_filter1d(rows, size, axis=1, mode="nearest")
+    rows = uniform_filter1d(img.astype(np.float32, copy=False), size, axis=-2, mode="nearest")
+    return uniform_filter1d(rows, size, axis=-1, mode="nearest")
 
 
-def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """Grey-guide guided filter; guide and src float32 (H,W) in [0,1]."""
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, edges=None) -> np.ndarray:
+    """Grey-guide guided filter; guide and src float32 (H,W) (or stacks of tiles) in [0,1]. `edges`
+    re-replicates a tile's outside-the-photo context in the coefficients before their own box."""
     mean_i, mean_p = _box(guide, radius), _box(src, radius)
     cov_ip = _box(guide * src, radius) - mean_i * mean_p
     var_i = _box(guide * guide, radius) - mean_i * mean_i
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
+    if edges is not None:
+        a, b = edges(a), edges(b)
     return _box(a, radius) * guide + _box(b, radius)
 
 
-def guided_filter_rgb(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+def guided_filter_rgb(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, edges=None) -> np.ndarray:
     """Colour-guide guided filter (He et al., eq. 14): guide float32 (H,W,3), src (H,W), both in [0,1].
 
     Why colour: a product whose luminance matches its background's (a red bag on a grey-green
@@ -91,37 +94,111 @@ def guided_filter_rgb(guide: np.ndarray, src: np.ndarray, radius: int, eps: floa
     a_g = (inv_rg * cov_ip[0] + inv_gg * cov_ip[1] + inv_gb * cov_ip[2]) / det
     a_b = (inv_rb * cov_ip[0] + inv_gb * cov_ip[1] + inv_bb * cov_ip[2]) / det
     b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
+    if edges is not None:
+        a_r, a_g, a_b, b = (edges(v) for v in (a_r, a_g, a_b, b))
     return (_box(a_r, radius) * chans[0] + _box(a_g, radius) * chans[1] + _box(a_b, radius) * chans[2]
             + _box(b, radius))
+
+
+REFINE_TILE = 32  # px; the filter runs on the tiles the uncertain band touches (+ 2r+1 around each)
+
+
+def _band_tiles(uncertain: np.ndarray, radius: int, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the tiles holding a pixel within `radius` (Chebyshev) of an uncertain one:
+    the tile itself, or the facing `radius`-wide strip / corner of a neighbour tile."""
+    h, w = uncertain.shape
+    ny, nx = -(-h // tile), -(-w // tile)
+    u = np.zeros((ny * tile, nx * tile), bool)
+    u[:h, :w] = uncertain
+    u = u.reshape(ny, tile, nx, tile)
+    r, t = radius, tile
+    row_any = u.any(axis=3)                    # (ny,T,nx): each tile row's pixels
+    col_any = u.any(axis=1)                    # (ny,nx,T): each tile column's pixels
+    act = row_any.any(axis=1)
+    act[:-1] |= row_any[:, :r].any(axis=1)[1:]           # the tile below starts with uncertain rows
+    act[1:] |= row_any[:, t - r:].any(axis=1)[:-1]       # the tile above ends with them
+    act[:, :-1] |= col_any[:, :, :r].any(axis=2)[:, 1:]
+    act[:, 1:] |= col_any[:, :, t - r:].any(axis=2)[:, :-1]
+
+    def corner(ys, xs):
+        return u[:, ys][:, :, :, xs].any(axis=(1, 3))
+
+    top, bottom, left, right = slice(0, r), slice(t - r, t), slice(0, r), slice(t - r, t)
+    act[:-1, :-1] |= corner(top, left)[1:, 1:]   # diagonal neighbours' facing corners
+    act[:-1, 1:] |= corner(top, right)[1:, :-1]
+    act[1:, :-1] |= corner(bottom, left)[:-1, 1:]
+    act[1:, 1:] |= corner(bottom, right)[:-1, :-1]
+    return np.nonzero(act)
+
+
+def _tiles(img: np.ndarray, rows: np.ndarray, cols: np.ndarray, tile: int, pad: int) -> np.ndarray:
+    """The listed tiles of `img` (H,W[,C]), each with `pad` pixels around it, edges replicated as the
+    whole-photo filter's `nearest` mode does → (n, tile+2·pad, tile+2·pad[, C])."""
+    h, w = img.shape[:2]
+    ny, nx = -(-h // tile), -(-w // tile)
+    extra = ((pad, ny * tile - h + pad), (pad, nx * tile - w + pad)) + ((0, 0),) * (img.ndim - 2)
+    padded = np.pad(img, extra, mode="edge")
+    side = tile + 2 * pad
+    s0, s1 = padded.strides[:2]
+    view = np.lib.stride_tricks.as_strided(
+        padded, (ny, nx, side, side) + padded.shape[2:], (tile * s0, tile * s1, s0, s1) + padded.strides[2:],
+        writeable=False)
+    return view[rows, cols]
+
+
+def _photo_edges(rows: np.ndarray, cols: np.ndarray, tile: int, pad: int, shape: tuple[int, int]):
+    """For a tile stack: a function that refills each tile's context outside the photo with the
+    photo's border values, as the whole-photo filter's `nearest` mode does at every box it runs."""
+    h, w = shape
+    side = tile + 2 * pad
+    y0, x0 = rows * tile - pad, cols * tile - pad  # photo coordinates of each tile's first context pixel
+    lo_y, hi_y = np.maximum(0, -y0), np.minimum(side, h - y0)
+    lo_x, hi_x = np.maximum(0, -x0), np.minimum(side, w - x0)
+    border = np.flatnonzero((lo_y > 0) | (hi_y < side) | (lo_x > 0) | (hi_x < side))
+
+    def edges(stack: np.ndarray) -> np.ndarray:
+        for i in border:
+            t = stack[i]
+            t[:lo_y[i]] = t[lo_y[i]]
+            t[hi_y[i]:] = t[hi_y[i] - 1]
+            t[:, :lo_x[i]] = t[:, lo_x[i], None]
+            t[:, hi_x[i]:] = t[:, hi_x[i] - 1, None]
+        return stack
+
+    return edges
 
 
 def refine(photo, prob: np.ndarray, radius: int = 6, eps: float = 1e-3, colour: bool = False) -> np.ndarray:
     """The probability map with edges snapped to the photo's, only near the predicted outline.
 
-    Only the uncertain band (0.02 < p < 0.98, widened by the radius) may change, and the filter runs
-    on that band's bounding box plus 2·radius — every window a band pixel reads lies inside it, so the
-    result equals filtering the whole photo at a fraction of the cost."""
+    Only the uncertain band (0.02 < p < 0.98, widened by the radius) may change. The filter runs on a
+    stack of the 32 px tiles (2·radius for a larger radius) that band touches, each with 2·radius+1 pixels of context: every value a
+    band pixel reads lies inside its tile's context, so the result equals filtering the whole photo
+    (tested), while an outline's tiles are a few % of a product photo (~4× less work than its box)."""
     prob = prob.astype(np.float32, copy=False)
-    # any uncertain pixel in the window (half a pixel's share: running sums leave ~1e-8 behind)
-    band = _box(((prob > 0.02) & (prob < 0.98)).astype(np.float32), radius) > 0.5 / (2 * radius + 1) ** 2
-    rows, cols = np.flatnonzero(band.any(axis=1)), np.flatnonzero(band.any(axis=0))
+    uncertain = (prob > 0.02) & (prob < 0.98)
+    tile, pad = max(REFINE_TILE, 2 * radius), 2 * radius + 1  # a neighbour tile is at least radius wide
+    rows, cols = _band_tiles(uncertain, radius, tile)
     if not len(rows):
         return prob.copy()
-    pad = 2 * radius + 1
-    y0, y1 = max(0, rows[0] - pad), min(prob.shape[0], rows[-1] + 1 + pad)
-    x0, x1 = max(0, cols[0] - pad), min(prob.shape[1], cols[-1] + 1 + pad)
-    window = photo.crop((int(x0), int(y0), int(x1), int(y1)))
-    src = prob[y0:y1, x0:x1]
+    src = _tiles(prob, rows, cols, tile, pad)                       # (n,T+2p,T+2p)
+    # any uncertain pixel in the window (half a pixel's share: running sums leave ~1e-8 behind)
+    band = _box(_tiles(uncertain, rows, cols, tile, pad), radius) > 0.5 / (2 * radius + 1) ** 2
+    edges = _photo_edges(rows, cols, tile, pad, prob.shape)
     if colour:
-        rgb = np.asarray(window.convert("RGB"), dtype=np.float32) * np.float32(1 / 255)
-        filtered = guided_filter_rgb(rgb, src, radius, eps)
+        rgb = _tiles(np.asarray(photo.convert("RGB")), rows, cols, tile, pad)  # (n,T+2p,T+2p,3) uint8
+        filtered = guided_filter_rgb(rgb.astype(np.float32) * np.float32(1 / 255), src, radius, eps, edges)
     else:
-        grey = np.asarray(window.convert("L"), dtype=np.float32) * np.float32(1 / 255)
-        filtered = guided_filter(grey, src, radius, eps)
-    out = prob.copy()
-    inside = band[y0:y1, x0:x1]
-    out[y0:y1, x0:x1] = np.where(inside, np.clip(filtered, 0.0, 1.0), src)
-    return out
+        grey = _tiles(np.asarray(photo.convert("L")), rows, cols, tile, pad)
+        filtered = guided_filter(grey.astype(np.float32) * np.float32(1 / 255), src, radius, eps, edges)
+    inner = slice(pad, pad + tile)
+    src, band, filtered = src[:, inner, inner], band[:, inner, inner], filtered[:, inner, inner]
+    h, w = prob.shape
+    ny, nx = -(-h // tile), -(-w // tile)
+    out = np.zeros((ny * tile, nx * tile), np.float32)
+    out[:h, :w] = prob
+    out.reshape(ny, tile, nx, tile)[rows, :, cols, :] = np.where(band, np.clip(filtered, 0.0, 1.0), src)
+    return np.ascontiguousarray(out[:h, :w])
 
 
 # --------------------------------------------------------------------------------------- composing
