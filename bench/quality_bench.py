@@ -104,15 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from backdrop.config import load_params, resolve
+    from backdrop.data.heldout import held_out
     from backdrop.inference import load_segmenter
-    from backdrop.io import open_image, read_csv
     from backdrop.metrics import mask_iou
     from backdrop.models.official import onnx_path
     from backdrop.progress import progress
     from backdrop.serving.onnx_fast import load_fast_segmenter
     from backdrop.serving.outputs import OutputOptions, final_prob
-    from backdrop.stages.prepare import mask_channel
-    from backdrop.stages.train import load_arrays, predict_probs, split_rows
+    from backdrop.stages.train import load_arrays, predict_probs
     from backdrop.zoom import object_box
 
     params = load_params()
@@ -121,12 +120,8 @@ def main(argv: list[str] | None = None) -> int:
               f"trains one and runs this benchmark — leaving {args.out} as it is")
         return 0
     k = params.cluster.k
-    rows = split_rows(params)["test"]
-    if args.limit:
-        rows = rows[:args.limit]
-    clusters = [int(r["cluster"]) for r in rows]
-    manifest = {r["pair_id"]: r for r in read_csv(resolve(params.validate_.out_dir) / "manifest.csv")}
-    raw = resolve(params.ingest.raw_dir)
+    test = held_out(params, "test", args.limit)
+    rows, clusters = test.rows, test.clusters
     baseline = ort.InferenceSession(str(onnx_path("u2netp")), providers=["CPUExecutionProvider"])
     champion = load_segmenter(args.model)
     margin = champion.zoom_margin or params.prepare.crop_margin
@@ -146,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = dict.fromkeys(engines, 0.0)
     box_share = []  # the first pass's box (with margin) as a share of the frame: what serve.zoom_max_area cuts
     for row in progress(rows, desc="quality (original size)", unit="img"):
-        entry = manifest[row["pair_id"]]
-        photo = open_image(raw / entry["image_path"]).convert("RGB")
-        truth = np.asarray(mask_channel(open_image(raw / entry["mask_path"]))) > 127
+        photo, truth = test.load(row)
         for name, predict in (("baseline", lambda p: rembg_style(baseline, p)),
                               ("champion", published(champion.probabilities)),
                               ("champion_one_pass", published(one_pass.probabilities)),

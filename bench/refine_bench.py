@@ -10,7 +10,8 @@ Protocol: the champion's probabilities as served (`--engine served`, the default
 at `serve.precision`; `--engine torch`: PyTorch; the zoom pass as `serve.zoom` says) for every val and test photo at its own size; each candidate
 (none, probability thresholds, guided / guided_rgb × radius × eps, and the grey ones again with
 `serve.tta: hflip`, each pass averaged with its mirror image's; and `serve.zoom_blend` 0.25–0.75, the
-whole-photo pass's share inside the zoom box, on the best grey filters) is scored by IoU of its > 0.5 mask vs the vendor
+whole-photo pass's share inside the zoom box, and `serve.zoom_max_area` 1, on the best grey
+filters) is scored by IoU of its > 0.5 mask vs the vendor
 mask. The candidate with the most val images ≥ 0.99 (then the best val mean) is the
 pick; its test numbers are what it is worth — test never chooses anything. Writes
 bench/results/refine.json with every candidate's val and test summary and ms/photo.
@@ -43,9 +44,12 @@ def candidates() -> list[dict]:
     for mode, grid in (("guided", GREY), ("guided_rgb", COLOUR)):
         out += [{"name": f"{mode}_r{r}_eps{e:g}", "refine": mode, "radius": r, "eps": e, "threshold": 0.5}
                 for r, e in grid]
-    # serve.zoom_blend: the whole-photo pass's share inside the zoom box (a two-scale mean, no extra runs)
-    out += [{**c, "name": f"blend{b:g}+{c['name']}", "blend": b}
-            for b in BLENDS for c in out if c["name"] in BLEND_WITH]
+    # serve.zoom_blend: the whole-photo pass's share inside the zoom box (a two-scale mean, no extra
+    # runs); and serve.zoom_max_area 1 (every photo gets the zoom pass) with and without blending
+    base = [c for c in out if c["name"] in BLEND_WITH]
+    out += [{**c, "name": f"blend{b:g}+{c['name']}", "blend": b} for b in BLENDS for c in base]
+    out += [{**c, "name": f"zoom_all+blend{b:g}+{c['name']}", "blend": b, "max_area": 1.0}
+            for b in (0.0, *BLENDS) for c in base]
     # the same on the mean of the photo's and its mirror image's maps (2× the model's cost)
     out += [{**c, "name": f"hflip_tta+{c['name']}", "tta": True}
             for c in out if c["refine"] in ("none", "guided") and c["threshold"] == 0.5]
@@ -53,11 +57,12 @@ def candidates() -> list[dict]:
 
 
 def views(segmenter, photo) -> tuple[np.ndarray, tuple | None, np.ndarray | None]:
-    """The served passes, kept apart: the whole photo's (H,W) map, the zoom box (None: no zoom pass)
-    and the box's own (h,w) map — so every zoom_blend is scored from one set of model runs."""
+    """The served passes, kept apart: the whole photo's (H,W) map, the zoom box (None: no box) and
+    the box's own (h,w) map, run whatever share of the frame the box covers — so every zoom_blend
+    and zoom_max_area is scored from one set of model runs."""
     from backdrop.inference import Segmenter
     from backdrop.serving.onnx_fast import upsample
-    from backdrop.zoom import object_box, worth_zooming
+    from backdrop.zoom import object_box
 
     if isinstance(segmenter, Segmenter):
         one_pass = segmenter.single_pass
@@ -66,16 +71,16 @@ def views(segmenter, photo) -> tuple[np.ndarray, tuple | None, np.ndarray | None
             return upsample(segmenter.run(segmenter.prepare([image]))[0][0], image.size)
     first = one_pass(photo)
     box = object_box(first, segmenter.zoom_margin) if segmenter.zoom_margin > 0 else None
-    if not worth_zooming(box, photo.size, segmenter.zoom_max_area):
+    if box is None:
         return first, None, None
     return first, box, one_pass(photo.crop(box))
 
 
-def served(first: np.ndarray, box, crop: np.ndarray | None, blend: float) -> np.ndarray:
-    """`backdrop.zoom.refine`'s output for these views and `serve.zoom_blend`."""
-    from backdrop.zoom import paste
+def served(first: np.ndarray, box, crop: np.ndarray | None, blend: float, max_area: float) -> np.ndarray:
+    """`backdrop.zoom.refine`'s output for these views, `serve.zoom_blend` and `serve.zoom_max_area`."""
+    from backdrop.zoom import paste, worth_zooming
 
-    if box is None:
+    if box is None or not worth_zooming(box, first.shape[::-1], max_area):
         return first
     inside = first[box[1]:box[3], box[0]:box[2]]
     return paste(first, box, blend * inside + (1.0 - blend) * crop if blend > 0 else crop)
@@ -113,27 +118,22 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # progress lines
 
     from backdrop.config import load_params, resolve
+    from backdrop.data.heldout import held_out
     from backdrop.inference import load_segmenter
-    from backdrop.io import open_image, read_csv
     from backdrop.metrics import mask_iou
     from backdrop.progress import progress
     from backdrop.serving.onnx_fast import load_fast_segmenter
-    from backdrop.stages.prepare import mask_channel
-    from backdrop.stages.train import split_rows
 
     params = load_params()
     if not (resolve(params.prepare.out_dir) / "index.csv").exists():
         print(f"refine: no trained pipeline in this checkout (data/prepared missing); leaving {args.out} as it is")
         return 0
     k = params.cluster.k
-    splits = split_rows(params)
-    manifest = {r["pair_id"]: r for r in read_csv(resolve(params.validate_.out_dir) / "manifest.csv")}
-    raw = resolve(params.ingest.raw_dir)
     if args.engine == "served":  # what `backdrop remove` and the API run: ONNX at serve.precision
         champion = load_fast_segmenter(args.model, precision=params.serve.precision)
     else:
         champion = load_segmenter(args.model)
-    champion = dataclasses.replace(champion, flip_tta=False)
+    champion = dataclasses.replace(champion, flip_tta=False, zoom_blend=0.0)
     with_tta = dataclasses.replace(champion, flip_tta=True)
     cands = candidates()
     result: dict = {"model": champion.source, "engine": args.engine, "zoom_margin": champion.zoom_margin,
@@ -141,25 +141,24 @@ def main(argv: list[str] | None = None) -> int:
     per_image: dict[str, list] = {}
     checked = False
     for split in ("val", "test"):
-        rows = splits[split][:args.limit] if args.limit else splits[split]
-        clusters = [int(r["cluster"]) for r in rows]
+        pairs = held_out(params, split, args.limit)
+        rows, clusters = pairs.rows, pairs.clusters
         ious = {c["name"]: [] for c in cands}
         seconds = dict.fromkeys(ious, 0.0)
         for row in progress(rows, desc=f"refine ({split})", unit="img"):
-            entry = manifest[row["pair_id"]]
-            photo = open_image(raw / entry["image_path"]).convert("RGB")
-            truth = np.asarray(mask_channel(open_image(raw / entry["mask_path"]))) > 127
+            photo, truth = pairs.load(row)
             plain, mirrored = views(champion, photo), views(with_tta, photo)  # serve.tta none / hflip
             if not checked:  # the bench's own composition of the passes is what the segmenter serves
                 for b in (0.0, 0.5):
                     product = dataclasses.replace(champion, zoom_blend=b).probabilities(photo)
-                    assert np.abs(served(*plain, b) - product).max() < 1e-6, f"zoom_blend {b}: bench != served"
+                    composed = served(*plain, b, champion.zoom_max_area)
+                    assert np.abs(composed - product).max() < 1e-6, f"zoom_blend {b}: bench != served"
                 checked = True
             maps = {}
             for cand in cands:
-                key = (bool(cand.get("tta")), cand.get("blend", 0.0))
+                key = (bool(cand.get("tta")), cand.get("blend", 0.0), cand.get("max_area", champion.zoom_max_area))
                 if key not in maps:
-                    maps[key] = served(*(mirrored if key[0] else plain), key[1])
+                    maps[key] = served(*(mirrored if key[0] else plain), key[1], key[2])
                 base = maps[key]
                 t0 = time.perf_counter()
                 mask = apply(cand, photo, base)
