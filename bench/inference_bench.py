@@ -97,7 +97,7 @@ class RembgStyle:
 
 class Backdrop:
     def __init__(self, batch_size: int, precision: str = "fp32", size: int | None = None, workers: int = 1,
-                 suffix: str = "", zoom: bool = True):
+                 suffix: str = "", zoom: bool = True, refine: bool = True):
         import dataclasses
 
         from backdrop.config import load_params
@@ -106,6 +106,8 @@ class Backdrop:
 
         self.seg = load_fast_segmenter("official:u2netp", size=size, precision=precision)
         self.options = OutputOptions.from_params(load_params().serve)  # serve.refine, as `backdrop remove`
+        if not refine:  # the same path without the edge filter (its cost, measured in the same run)
+            self.options = dataclasses.replace(self.options, refine="none")
         if not zoom:  # serve.zoom as params.yaml sets it, or forced off
             self.seg = dataclasses.replace(self.seg, zoom_margin=0.0)
         assert self.seg.precision == precision
@@ -276,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                *([Backdrop(1, "int8", suffix="_one_lane_informational")] if workers > 1 else []),
                *([Backdrop(1, default_precision, workers=workers, zoom=False, suffix="_one_pass_informational")]
                  if default.seg.zoom_margin > 0 else []),
+               *([Backdrop(1, default_precision, workers=workers, refine=False, suffix="_no_refine_informational")]
+                 if params.serve.refine != "none" else []),
                *([Backdrop(args.batch_size, "int8")] if args.batch_variant else []),
                *(Backdrop(1, "fp32", size) for size in args.extra_size)]
     for m in methods:  # warm-up: first-run allocations and kernel selection are not steady state

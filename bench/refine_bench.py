@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-GREY = [(r, e) for r in (1, 2, 3, 4, 6) for e in (1e-3, 1e-2)]
+GREY = [(r, e) for r in (1, 2, 3, 4, 6) for e in (1e-3, 1e-2)] + [(r, 1e-4) for r in (1, 2, 3)]
 COLOUR = [(r, e) for r in (2, 3, 4) for e in (1e-3, 1e-2)]  # ~3× the grey filter's cost
 THRESHOLDS = (0.4, 0.45, 0.55, 0.6)
 BLENDS = (0.25, 0.5, 0.75)
