@@ -78,12 +78,11 @@ def views(segmenter, photo) -> tuple[np.ndarray, tuple | None, np.ndarray | None
 
 def served(first: np.ndarray, box, crop: np.ndarray | None, blend: float, max_area: float) -> np.ndarray:
     """`backdrop.zoom.refine`'s output for these views, `serve.zoom_blend` and `serve.zoom_max_area`."""
-    from backdrop.zoom import paste, worth_zooming
+    from backdrop.zoom import merge, worth_zooming
 
     if box is None or not worth_zooming(box, first.shape[::-1], max_area):
         return first
-    inside = first[box[1]:box[3], box[0]:box[2]]
-    return paste(first, box, blend * inside + (1.0 - blend) * crop if blend > 0 else crop)
+    return merge(first, box, crop, blend)
 
 
 def apply(cand: dict, photo, prob: np.ndarray) -> np.ndarray:

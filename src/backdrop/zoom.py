@@ -59,7 +59,11 @@ def refine(photo, prob: np.ndarray, predict: Callable[[object], np.ndarray], mar
     box = object_box(prob, margin)
     if not worth_zooming(box, photo.size, max_area):
         return prob, None
-    crop_prob = predict(photo.crop(box))
+    return merge(prob, box, predict(photo.crop(box)), blend), box
+
+
+def merge(prob: np.ndarray, box: Box, crop_prob: np.ndarray, blend: float = 0.0) -> np.ndarray:
+    """`prob` (H,W) with the box holding `blend` × its own values + (1 − blend) × the crop's."""
     if blend > 0:
         crop_prob = blend * prob[box[1]:box[3], box[0]:box[2]] + (1.0 - blend) * crop_prob
-    return paste(prob, box, crop_prob), box
+    return paste(prob, box, crop_prob)
