@@ -140,6 +140,8 @@ class TrainParams(_Section):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA that has it, else fp32
     channels_last: bool = True
     balanced_sampling: bool = False              # draw each epoch with equal weight per cluster
+    hard_sampling: float = Field(0.0, ge=0, le=1)  # share of each epoch's draws weighted by the pair's
+                                                 # last training loss (hard-example mining; 0 = off)
     iou_loss_weight: float = Field(0.0, ge=0)    # soft-Jaccard term added to the deep-supervision BCE
     early_stop_patience: int = Field(0, ge=0)    # epochs without a val IoU gain before stopping; 0 = off
     low_res_size: int = Field(0, ge=0)           # progressive resizing: the first `low_res_epochs` epochs

@@ -27,7 +27,7 @@ BIN = Path(sys.executable).parent
 TINY_TRAIN = {"model": "u2netp", "init": "scratch", "epochs": 3, "batch_size": 4, "lr": 0.001,
               "warmup_epochs": 1, "seed": 5, "num_threads": 1, "aug_hflip": 0.5, "aug_scale": [0.85, 1.15],
               "aug_jitter": 0.1, "aug_bg_replace": 0.3, "iou_loss_weight": 0.5, "balanced_sampling": True,
-              "overlay_every": 3}
+              "hard_sampling": 0.5, "overlay_every": 3}
 
 
 # ------------------------------------------------------------------------------- shared tiny data
@@ -253,6 +253,39 @@ def test_balanced_sampling_evens_out_clusters_and_shards_cover_the_epoch():
     parts = [shard(order, r, 3) for r in range(3)]
     assert {len(p) for p in parts} == {5}  # equal steps on every rank
     assert set(np.concatenate(parts)) == set(range(13))
+
+
+def test_hard_sampling_draws_high_loss_pairs_more_often_and_keeps_the_rest():
+    from backdrop.stages.train import epoch_order, update_hardness
+
+    clusters = np.zeros(100, int)
+    hardness = np.full(100, np.nan)
+    hardness = update_hardness(hardness, [[(0, 0.5), (1, 0.01)], [(0, 0.3), (2, 0.01)]])
+    assert hardness[0] == pytest.approx(0.4) and hardness[1] == 0.01 and np.isnan(hardness[3])
+    again = update_hardness(hardness, [[(1, 0.02)]])
+    assert again[0] == pytest.approx(0.4) and again[1] == 0.02  # undrawn pairs keep their loss
+
+    hardness = np.full(100, 0.01)
+    hardness[7] = 1.0  # one pair the model still gets badly wrong
+    draws = np.concatenate([epoch_order(clusters, 3, e, False, hardness, 0.5) for e in range(50)])
+    share = (draws == 7).mean()
+    # half the weight uniform (1/100 each) + half by loss (1.0 / 1.99): about 0.256 of all draws
+    assert 0.22 < share < 0.29
+    others = np.bincount(draws[draws != 7], minlength=100)[np.arange(100) != 7]
+    assert others.min() > 0  # every other pair is still drawn
+    np.testing.assert_array_equal(epoch_order(clusters, 3, 4, False, hardness, 0.5),
+                                  epoch_order(clusters, 3, 4, False, hardness, 0.5))
+    # off (share 0) or no losses yet (first epoch): exactly the plain and balanced orders
+    np.testing.assert_array_equal(epoch_order(clusters, 3, 4, False, hardness, 0.0),
+                                  epoch_order(clusters, 3, 4, False))
+    np.testing.assert_array_equal(epoch_order(clusters, 3, 4, True, None, 0.5),
+                                  epoch_order(clusters, 3, 4, True))
+    # balanced and hard together: unseen pairs count as the mean loss
+    two = np.array([0] * 90 + [1] * 10)
+    partial = np.full(100, np.nan)
+    partial[:90] = 0.01
+    mixed = np.concatenate([epoch_order(two, 1, e, True, partial, 0.5) for e in range(20)])
+    assert abs((two[mixed] == 1).mean() - 0.3) < 0.05  # 0.5 × 0.5 balanced + 0.5 × 0.1 by loss
 
 
 def test_draw_batch_swaps_in_object_crops_at_the_asked_share():

@@ -4,10 +4,12 @@ Loss: BCE on the fused and all six side outputs (the paper's deep supervision), 
 soft-Jaccard (IoU) term (`train.iou_loss_weight`). AdamW with a linear warm-up then cosine decay,
 channels_last, bf16 autocast where the hardware has it and `train.precision` asks for it.
 Augmentation from params (flips, zoom with crop/pad, colour jitter, background replacement through
-the mask), optional cluster-balanced sampling, early stopping on val IoU. Each epoch logs loss,
+the mask), optional cluster-balanced and hard-example sampling (`train.hard_sampling`: a share of the
+draws weighted by each pair's last loss), early stopping on val IoU. Each epoch logs loss,
 val IoU overall and per cluster, learning rate and images/s; an overlay grid every few epochs.
 
-Determinism: the sample order of epoch e is a pure function of (seed, e), each rank's
+Determinism: the sample order of epoch e is a pure function of (seed, e) and the per-pair losses
+of the epochs before (gathered from every rank, kept in the checkpoint), each rank's
 augmentation draws of (seed, e, rank); a run killed and resumed from its last checkpoint
 therefore replays exactly the epochs an uninterrupted run would have.
 
@@ -102,19 +104,45 @@ def split_rows(params: Params) -> dict[str, list[dict]]:
     return out
 
 
-def epoch_order(clusters: np.ndarray, seed: int, epoch: int, balanced: bool) -> np.ndarray:
+def epoch_order(clusters: np.ndarray, seed: int, epoch: int, balanced: bool,
+                hardness: np.ndarray | None = None, hard_share: float = 0.0) -> np.ndarray:
     """Global sample order of one epoch, the same on every rank and after a resume.
 
     Balanced: n draws with replacement, each cluster with equal total weight, so a rare product
-    type is seen as often as a common one; else a permutation.
+    type is seen as often as a common one; else a permutation. Hard (`hard_share` > 0 and a
+    per-sample `hardness`, e.g. last epoch's loss): that share of the draw weight follows hardness,
+    so the few products the model still gets wrong are drawn again instead of once an epoch.
     """
     rng = np.random.default_rng([seed, epoch])
     n = len(clusters)
-    if not balanced:
+    hard = hardness is not None and hard_share > 0
+    if not balanced and not hard:
         return rng.permutation(n)
-    _, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
-    weights = 1.0 / counts[inverse]
-    return rng.choice(n, size=n, replace=True, p=weights / weights.sum())
+    if balanced:
+        _, inverse, counts = np.unique(clusters, return_inverse=True, return_counts=True)
+        weights = 1.0 / counts[inverse]
+    else:
+        weights = np.ones(n)
+    p = weights / weights.sum()
+    if hard:
+        known = np.isfinite(hardness)
+        h = np.where(known, hardness, hardness[known].mean() if known.any() else 1.0).clip(min=0)
+        if h.sum() > 0:
+            p = (1 - hard_share) * p + hard_share * h / h.sum()
+            p = p / p.sum()
+    return rng.choice(n, size=n, replace=True, p=p)
+
+
+def update_hardness(hardness: np.ndarray, seen: list[list[tuple[int, float]]]) -> np.ndarray:
+    """Each drawn sample's mean loss over this epoch's draws (all ranks); undrawn ones keep theirs."""
+    out = hardness.copy()
+    sums: dict[int, list[float]] = {}
+    for chunk in seen:
+        for i, v in chunk:
+            sums.setdefault(i, []).append(v)
+    for i, vs in sums.items():
+        out[i] = float(np.mean(vs))
+    return out
 
 
 def shard(order: np.ndarray, rank: int, size: int) -> np.ndarray:
@@ -228,14 +256,16 @@ def lr_lambda(total_steps: int, warmup_steps: int):
     return factor
 
 
-def soft_iou_loss(logits, target, eps: float = 1.0):
-    """1 − soft Jaccard of sigmoid(logits) and target per image, averaged; (N,1,S,S) each."""
+def soft_iou_loss(logits, target, eps: float = 1.0, per_sample: bool = False):
+    """1 − soft Jaccard of sigmoid(logits) and target per image, averaged (or (N,) per image);
+    (N,1,S,S) each."""
     import torch
 
     p = torch.sigmoid(logits)
     inter = (p * target).sum(dim=(1, 2, 3))
     union = (p + target - p * target).sum(dim=(1, 2, 3))
-    return (1 - (inter + eps) / (union + eps)).mean()
+    loss = 1 - (inter + eps) / (union + eps)  # (N,)
+    return loss if per_sample else loss.mean()
 
 
 def deep_supervision_loss(outputs, target, iou_weight: float = 0.0):
@@ -505,6 +535,7 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
     per_rank = math.ceil(len(train_x) / dist.size)
     steps_per_epoch = math.ceil(per_rank / tp.batch_size)
     start_epoch, history, best, bad_epochs, run_id, done = 0, [], -1.0, 0, None, False
+    hardness = np.full(len(train_x), np.nan)  # last training loss per pair (NaN: not drawn yet)
     if state is not None:
         model.load_state_dict(state["model"])
     dist.broadcast_parameters(model)  # one starting point for every rank (before channels_last)
@@ -522,6 +553,7 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
         start_epoch, history, best, bad_epochs = (state["epoch"], state["history"], state["best"],
                                                   state["bad_epochs"])
         run_id, done = state["run_id"], state["done"]
+        hardness = np.asarray(state["sampler"].get("hardness", hardness), dtype=float)
     net = dist.wrap_model(model)  # DDP wrapper, or the model itself
 
     with contextlib.ExitStack() as stack:
@@ -534,10 +566,11 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
         run_id = dist.broadcast_object(run_id)
         for epoch in range(start_epoch, tp.epochs if not done else start_epoch):
             set_train_mode(model, freeze_bn)
-            mine = shard(epoch_order(train_clusters, tp.seed, epoch, tp.balanced_sampling),
-                         dist.rank, dist.size)
+            order = epoch_order(train_clusters, tp.seed, epoch, tp.balanced_sampling,
+                                hardness if epoch else None, tp.hard_sampling)
+            mine = shard(order, dist.rank, dist.size)
             rng = np.random.default_rng([tp.seed, epoch, dist.rank])
-            t0, loss_sum = time.perf_counter(), 0.0
+            t0, loss_sum, seen = time.perf_counter(), 0.0, []
             for step in progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
                                  enabled=root):
                 idx = mine[step * tp.batch_size:(step + 1) * tp.batch_size]
@@ -550,6 +583,9 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
                                     enabled=amp_dtype is not None):
                     outputs = net(x)
                 loss = deep_supervision_loss([o.float() for o in outputs], y, tp.iou_loss_weight)
+                if tp.hard_sampling:
+                    per_pair = soft_iou_loss(outputs[0].detach().float(), y, per_sample=True)  # (B,)
+                    seen += [(int(i), float(v)) for i, v in zip(idx, per_pair, strict=True)]
                 optimizer.zero_grad()  # set_to_none (the default); Horovod's override takes no argument
                 loss.backward()
                 optimizer.step()
@@ -557,6 +593,8 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
                 loss_sum += float(loss.detach())
             seconds = dist.allreduce([time.perf_counter() - t0], "max")[0]
             train_loss = dist.allreduce([loss_sum / steps_per_epoch], "mean")[0]
+            if tp.hard_sampling:
+                hardness = update_hardness(hardness, dist.allgather_object(seen))
 
             mine_val = np.arange(dist.rank, len(val_x), dist.size)
             probs = predict_probs(model, val_x[mine_val])
@@ -588,7 +626,7 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                        "scheduler": scheduler.state_dict(),
                        "sampler": {"seed": tp.seed, "next_epoch": epoch + 1, "balanced": tp.balanced_sampling,
-                                   "world_size": dist.size},
+                                   "world_size": dist.size, "hardness": hardness.tolist()},
                        "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
                                "torch": torch.get_rng_state()},
                        "epoch": epoch + 1, "history": history, "best": best, "bad_epochs": bad_epochs,
