@@ -128,7 +128,8 @@ def train_until_first_checkpoint_then_sigkill(root: Path, params: Path, *args: s
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-5000:]
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    return {"epoch": state["epoch"], "done": state["done"], "history": state["history"], "out": out}
+    return {"epoch": state["epoch"], "done": state["done"], "history": state["history"], "out": out,
+            "hardness": np.asarray(state["sampler"]["hardness"], dtype=float)}
 
 
 def final_state(out: Path) -> dict[str, torch.Tensor]:
@@ -359,6 +360,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(project, monkeypatch, caplog)
     state = train_until_first_checkpoint_then_sigkill(project, killed)
     assert state["epoch"] < 3 and not state["done"], "the run finished before it could be killed"
     assert state["history"][0]["train_loss"] == pytest.approx(history[0]["train_loss"], rel=1e-6)
+    assert np.isfinite(state["hardness"]).sum() > 0  # train.hard_sampling: the next epoch's weights
 
     with caplog.at_level(logging.INFO, logger="backdrop.stages.train"):
         train_in_process(project, killed, monkeypatch, resume=True)  # what `backdrop train --resume` runs
@@ -370,6 +372,12 @@ def test_sigkilled_run_resumes_to_the_same_weights(project, monkeypatch, caplog)
     assert result_resumed["run_id"] == json.loads((out / "run.json").read_text())["run_id"]
     diff = max_abs_diff(final_state(out), final_state(out_full))
     assert diff < 1e-5, f"resumed weights differ from the uninterrupted run by {diff}"
+
+    def hardness(out_dir: Path) -> np.ndarray:
+        ckpt = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+        return np.asarray(ckpt["sampler"]["hardness"], dtype=float)
+
+    np.testing.assert_allclose(hardness(out), hardness(out_full), rtol=1e-5)  # NaNs (never drawn) match too
     resumed_history = json.loads((out / "history.json").read_text())
     for a, b in zip(resumed_history, history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
