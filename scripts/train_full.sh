@@ -6,8 +6,7 @@
 # Recipe (all stage params; see params.yaml for what each key does):
 #   FULL_N synthetic pairs (default 1200) → 70/15/15 split; 5 epochs progressively resized to 160 px,
 #   then 3 epochs at 320 px; AdamW lr 1e-3 with a 1-epoch warm-up and cosine decay; BCE on all 7
-#   outputs + 0.5 × soft IoU; cluster-balanced sampling, with half of each epoch's draws weighted by the
-#   pair's last loss (hard examples); half the samples are the pair's object crop
+#   outputs + 0.5 × soft IoU; cluster-balanced sampling; half the samples are the pair's object crop
 #   (what serving's zoom pass sees); flips, zoom, colour jitter, new backgrounds.
 # Timing: the wall time of data + pipeline goes to bench/results/train_full_timing.json.
 set -euo pipefail
@@ -28,7 +27,7 @@ dvc exp run --name "$NAME" \
   -S train.epochs=8 -S train.low_res_size=160 -S train.low_res_epochs=5 \
   -S train.batch_size=8 -S train.lr=0.001 -S train.warmup_epochs=1 \
   -S train.processes=2 -S train.backend=horovod -S train.num_threads=2 \
-  -S train.iou_loss_weight=0.5 -S train.balanced_sampling=true -S train.hard_sampling=0.5 -S train.crop_share=0.5 \
+  -S train.iou_loss_weight=0.5 -S train.balanced_sampling=true -S train.crop_share=0.5 \
   -S train.aug_hflip=0.5 -S 'train.aug_scale=[0.85,1.15]' -S train.aug_jitter=0.1 -S train.aug_bg_replace=0.3 \
   -S train.early_stop_patience=0 -S train.overlay_every=2
 end=$(date +%s)
