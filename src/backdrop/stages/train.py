@@ -560,7 +560,10 @@ def _train(params: Params, resume: bool, dist: Dist) -> TrainResult:
         if root and not done:
             run_id = _start_mlflow(stack, params, run_id, {"world_size": dist.size,
                                                            "n_train": len(train_x), "n_val": len(val_x),
-                                                           "fingerprint": fingerprint})
+                                                           "fingerprint": fingerprint,
+                                                           # what ran: `bf16` falls back to fp32 on CPUs
+                                                           # without native bf16 (train.precision)
+                                                           "autocast": "bf16" if amp_dtype else "fp32"})
             write_json(out / "run.json", {"run_id": run_id,
                                           "experiment_id": mlflow.active_run().info.experiment_id})
         run_id = dist.broadcast_object(run_id)
