@@ -20,13 +20,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cpu_flags() -> list[str]:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            return sorted(f for f in line.split(":", 1)[1].split() if "bf16" in f or f.startswith("amx"))
-    return []
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=8)
@@ -39,6 +32,7 @@ def main() -> None:
     import torch
 
     from backdrop.config import TrainParams
+    from backdrop.host import cpu_info
     from backdrop.models import build_model
     from backdrop.stages.train import autocast_dtype, deep_supervision_loss
 
@@ -72,7 +66,7 @@ def main() -> None:
     out = {"model": "u2netp", "batch": args.batch, "size": args.size, "threads": args.threads,
            "seconds_per_step": times, "mean_seconds_per_step": mean,
            "speedup_bf16_over_fp32": round(mean["fp32"] / mean["bf16"], 3),
-           "bf16_native": native, "cpu_bf16_flags": cpu_flags(),
+           "bf16_native": native, "cpu": cpu_info(),
            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                        "loadavg_end": os.getloadavg()}}
     path = REPO / "bench" / "results" / "precision.json"

@@ -58,9 +58,9 @@ def machine() -> dict:
     import horovod
     import torch
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+    from backdrop.host import cpu_info
+
+    return {"cpu": cpu_info()["model name"], "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "torch": torch.__version__, "horovod": horovod.__version__,
             "cuda": torch.cuda.is_available(), "mem_gib": round(os.sysconf("SC_PAGE_SIZE")
                                                                 * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}

@@ -35,24 +35,12 @@ dvc push -q || echo "dvc push failed: data and model stay in the local cache"
 
 python - "$start" "$end" "$N" "$NAME" "$load_start" <<'PY'
 import json, os, sys
+from backdrop.host import cpu_info
 start, end, n, name, load_start = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 history = json.load(open("models/train/history.json"))
-
-
-def cpu():
-    """The host's CPU: the recipe's speed and its epoch-by-epoch numbers depend on it (bf16: AMX or not)."""
-    info = {}
-    for line in open("/proc/cpuinfo"):
-        key, _, value = (part.strip() for part in line.partition(":"))
-        if key in ("model name", "cpu family", "model", "flags") and key not in info:
-            info[key] = value
-    flags = info.pop("flags", "").split()
-    return info | {"bf16_flags": sorted(f for f in flags if "bf16" in f)}
-
-
 out = {"experiment": name, "pairs": n, "wall_seconds": end - start, "wall_hours": round((end - start) / 3600, 3),
        "loadavg_start": load_start, "loadavg_end": " ".join(f"{v:.2f}" for v in os.getloadavg()),
-       "cpu_count": os.cpu_count(), "cpu": cpu(), "epochs": history}
+       "cpu_count": os.cpu_count(), "cpu": cpu_info(), "epochs": history}
 os.makedirs("bench/results", exist_ok=True)
 json.dump(out, open("bench/results/train_full_timing.json", "w"), indent=2)
 print(f"train-full: {out['wall_hours']} h wall for data + pipeline (load {load_start} → {out['loadavg_end']})")

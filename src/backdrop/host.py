@@ -1,0 +1,20 @@
+"""What CPU this is: training speed and epoch-by-epoch numbers depend on it (bf16 pays only with AMX),
+so the benchmarks and `make train-full` record it next to their figures."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def cpu_info() -> dict:
+    """Model name, family and model of the first CPU, and its bf16 / AMX flags ({} fields off Linux)."""
+    info: dict = {}
+    path = Path("/proc/cpuinfo")
+    for line in path.read_text().splitlines() if path.exists() else []:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in ("model name", "cpu family", "model", "flags") and key not in info:
+            info[key] = value
+    flags = info.pop("flags", "").split()
+    info.setdefault("model name", platform.processor())
+    return info | {"bf16_flags": sorted(f for f in flags if "bf16" in f or f.startswith("amx"))}
