@@ -439,3 +439,20 @@ def test_official_init_beats_scratch_after_the_same_steps(project, monkeypatch):
                for name in ("scratch-2", "official-2")}
     assert [h["epoch"] for h in history["official-2"]] == [1, 2] == [h["epoch"] for h in history["scratch-2"]]
     assert official.best_val_iou > scratch.best_val_iou + 0.05, (official.best_val_iou, scratch.best_val_iou)
+    # the 32 px epoch never trained at full size: only epoch 2 may become model.pt
+    for name, result in (("scratch-2", scratch), ("official-2", official)):
+        assert [h["selectable"] for h in history[name]] == [False, True]
+        assert result.best_val_iou == history[name][1]["val_iou_mean"]
+        assert torch.load(result.model_path, weights_only=False)["epoch"] == 2
+
+
+def test_only_full_size_epochs_are_selectable():
+    """Progressive resizing: low-res epochs cannot become model.pt while full-size ones exist."""
+    from backdrop.config import TrainParams
+    from backdrop.stages.train import selectable_epoch
+
+    resized = TrainParams(epochs=8, low_res_size=160, low_res_epochs=5)
+    assert [selectable_epoch(e, resized) for e in range(8)] == [False] * 5 + [True] * 3
+    assert all(selectable_epoch(e, TrainParams(epochs=3)) for e in range(3))  # no resizing
+    only_low = TrainParams(epochs=2, low_res_size=160, low_res_epochs=2)  # nothing at full size
+    assert all(selectable_epoch(e, only_low) for e in range(2))
