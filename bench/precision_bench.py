@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/precision_bench.py [--batch 8] [--size 320] [--steps 2] [--rounds 2]
 
-Why: `train.precision: bf16` only pays where the CPU runs bf16 natively (Intel AMX); this says by how
-much on the host at hand before a long run is planned around it. One step = forward, the deep-
-supervision loss the trainer uses, backward, AdamW; the rounds run A B B A (fp32 bf16 bf16 fp32) so a
-drift in the shared machine's load hits both alike. Writes bench/results/precision.json.
+Why: `train.precision: bf16` only pays where the CPU runs bf16 natively (Intel AMX: 2.2-2.6x;
+AMD Zen 5's AVX512-BF16: 2.7x; README); this says by how much on the host at hand before a long run
+is planned around it. One step = forward, the deep-supervision loss the trainer uses, backward,
+AdamW; the rounds run A B B A (fp32 bf16 bf16 fp32) so a drift in the shared machine's load hits
+both alike. Writes bench/results/precision.json.
 """
 
 from __future__ import annotations

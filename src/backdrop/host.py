@@ -1,5 +1,6 @@
-"""What CPU this is: training speed and epoch-by-epoch numbers depend on it (bf16 pays only with AMX),
-so the benchmarks and `make train-full` record it next to their figures."""
+"""What CPU this is: training speed and epoch-by-epoch numbers depend on it (bf16 pays only where the
+CPU has native bf16: AMX or AVX512-BF16), so the benchmarks and `make train-full` record it next to
+their figures."""
 
 from __future__ import annotations
 
