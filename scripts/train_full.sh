@@ -28,6 +28,8 @@ print("bf16" if autocast_dtype(TrainParams(precision="bf16"), torch.device("cpu"
 case "$PRECISION" in
   bf16) SCHEDULE=(-S train.precision=bf16 -S train.epochs=12 -S train.low_res_epochs=3) ;;
   fp32) SCHEDULE=(-S train.precision=fp32 -S train.epochs=8 -S train.low_res_epochs=5) ;;
+  "") echo "could not tell whether this CPU runs bf16 natively (is .venv installed?); set FULL_PRECISION=bf16|fp32" >&2
+      exit 2 ;;
   *) echo "FULL_PRECISION must be bf16 or fp32, not '$PRECISION'" >&2; exit 2 ;;
 esac
 
