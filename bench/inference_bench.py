@@ -117,9 +117,9 @@ class Backdrop:
             self.name = f"backdrop_onnx_{precision}_at_{size}_informational"
 
     def __call__(self, batch: list[bytes]) -> list[tuple[Image.Image, np.ndarray]]:
-        from backdrop.inference import compose
         from backdrop.serving.images import decode
         from backdrop.serving.outputs import final_prob
+        from backdrop.serving.remove import compose
         from backdrop.serving.review import confidence
 
         out = []
@@ -174,14 +174,14 @@ class TorchEager:
     def __init__(self):
         import torch
 
-        from backdrop.inference import Segmenter
         from backdrop.serving.onnx_fast import _official_cutout, available_cores
+        from backdrop.serving.torch_engine import Segmenter
 
         torch.set_num_threads(available_cores())
         self.seg = Segmenter(_official_cutout("u2netp"), 320, "torch")
 
     def __call__(self, batch: list[bytes]) -> list[tuple[Image.Image, np.ndarray]]:
-        from backdrop.inference import compose
+        from backdrop.serving.remove import compose
 
         out = []
         for data in batch:

@@ -35,7 +35,8 @@ def main() -> None:
     from backdrop.config import TrainParams
     from backdrop.host import cpu_info
     from backdrop.models import build_model
-    from backdrop.stages.train import autocast_dtype, deep_supervision_loss
+    from backdrop.training.loop import autocast_dtype
+    from backdrop.training.losses import deep_supervision_loss
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

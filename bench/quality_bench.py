@@ -105,13 +105,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from backdrop.config import load_params, resolve
     from backdrop.data.heldout import held_out
-    from backdrop.inference import load_segmenter
+    from backdrop.data.splits import load_arrays
     from backdrop.metrics import mask_iou
     from backdrop.models.official import onnx_path
+    from backdrop.models.trained import predict_probs
     from backdrop.progress import progress
     from backdrop.serving.onnx_fast import load_fast_segmenter
     from backdrop.serving.outputs import OutputOptions, final_prob
-    from backdrop.stages.train import load_arrays, predict_probs
+    from backdrop.serving.torch_engine import load_segmenter
     from backdrop.zoom import object_box
 
     params = load_params()

@@ -60,8 +60,8 @@ def views(segmenter, photo) -> tuple[np.ndarray, tuple | None, np.ndarray | None
     """The served passes, kept apart: the whole photo's (H,W) map, the zoom box (None: no box) and
     the box's own (h,w) map, run whatever share of the frame the box covers — so every zoom_blend
     and zoom_max_area is scored from one set of model runs."""
-    from backdrop.inference import Segmenter
-    from backdrop.serving.onnx_fast import upsample
+    from backdrop.serving.preprocess import upsample
+    from backdrop.serving.torch_engine import Segmenter
     from backdrop.zoom import object_box
 
     if isinstance(segmenter, Segmenter):
@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from backdrop.config import load_params, resolve
     from backdrop.data.heldout import held_out
-    from backdrop.inference import load_segmenter
     from backdrop.metrics import mask_iou
     from backdrop.progress import progress
     from backdrop.serving.onnx_fast import load_fast_segmenter
+    from backdrop.serving.torch_engine import load_segmenter
 
     params = load_params()
     if not (resolve(params.prepare.out_dir) / "index.csv").exists():

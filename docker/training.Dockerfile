@@ -39,6 +39,6 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 BACKDROP_PROJECT_DIR=/workspace 
 USER 10001
 WORKDIR /workspace
 HEALTHCHECK --interval=60s --timeout=30s --retries=3 \
-  CMD ["python", "-c", "import torch, horovod.torch, backdrop.stages.train"]
+  CMD ["python", "-c", "import torch, horovod.torch, backdrop.stages.train, backdrop.training.launcher"]
 ENTRYPOINT ["tini", "--"]
 CMD ["backdrop", "train"]

@@ -17,6 +17,19 @@ PARAMS_ENV = "BACKDROP_PARAMS"
 PROJECT_ENV = "BACKDROP_PROJECT_DIR"
 
 
+def parse_aspect(text: str) -> tuple[float, float] | None:
+    """"4:5" → (4.0, 5.0); "original" → None; ValueError otherwise."""
+    if text.strip().lower() == "original":
+        return None
+    try:
+        w, h = (float(p) for p in text.split(":"))
+    except ValueError:
+        raise ValueError(f"aspect {text!r}: expected W:H (e.g. 1:1, 4:5) or 'original'") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"aspect {text!r}: both sides must be positive")
+    return w, h
+
+
 class ConfigError(ValueError):
     """params.yaml is missing, unreadable or holds a bad value."""
 
@@ -283,8 +296,6 @@ class ServeParams(_Section):
     @field_validator("white_aspect")
     @classmethod
     def _aspect(cls, value: str) -> str:
-        from backdrop.serving.outputs import parse_aspect
-
         parse_aspect(value)
         return value
 

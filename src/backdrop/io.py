@@ -212,3 +212,13 @@ def hamming(words, many):
     import numpy as np
 
     return np.bitwise_count(np.bitwise_xor(many, words)).sum(axis=-1)
+
+
+
+def mask_channel(mask):
+    """The mask's single channel whatever it was saved as (L, 1-bit, RGBA alpha, grey RGB)."""
+    if mask.mode == "RGBA":
+        return mask.getchannel("A")
+    if mask.mode == "LA":
+        return mask.getchannel(0)
+    return mask.convert("L")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from backdrop.config import ClusterParams, PrepareParams
+from backdrop.data.clusters import assign
 from backdrop.data.synth import synthesize
-from backdrop.stages.cluster import assign, cluster, match_ids
+from backdrop.stages.cluster import cluster, match_ids
 from backdrop.stages.ingest import ingest
 from backdrop.stages.prepare import prepare
 from backdrop.stages.validate import validate

@@ -9,8 +9,8 @@ from PIL import Image
 def test_held_out_rows_load_the_original_photo_and_vendor_mask(project_cwd):
     from backdrop.config import load_params, resolve
     from backdrop.data.heldout import held_out
+    from backdrop.data.splits import split_rows
     from backdrop.io import read_csv
-    from backdrop.stages.train import split_rows
 
     params = load_params()
     splits = split_rows(params)

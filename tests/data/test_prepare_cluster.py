@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from backdrop.config import ClusterParams, PrepareParams
-from backdrop.stages.cluster import assign, cluster
+from backdrop.data.clusters import assign
+from backdrop.stages.cluster import cluster
 from backdrop.stages.ingest import ingest
 from backdrop.stages.prepare import prepare, split_of
 from backdrop.stages.validate import validate
@@ -73,8 +74,7 @@ def test_prepare_writes_fixed_size_photos_and_soft_edged_masks(prepared):
 def test_object_crops_cut_each_pair_to_its_mask_box(prepared):
     """crops/ holds the view serving's zoom pass gives the network: the pair cut to its mask's box
     (widened by crop_margin), resized like the whole frame."""
-    from backdrop.io import read_csv
-    from backdrop.stages.prepare import mask_channel
+    from backdrop.io import mask_channel, read_csv
     from backdrop.zoom import object_box
 
     root, out = prepared.stage.root, prepared.stage.root / "data/prepared"

@@ -154,7 +154,7 @@ def test_bf16_autocast_only_where_asked_and_supported(caplog):
     import torch
 
     from backdrop.config import TrainParams
-    from backdrop.stages.train import autocast_dtype
+    from backdrop.training.loop import autocast_dtype
 
     cpu = torch.device("cpu")
     native = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

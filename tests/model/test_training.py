@@ -163,7 +163,7 @@ def _striped_batch(b: int = 4, s: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_augment_flips_photo_and_mask_together():
-    from backdrop.stages.train import augment
+    from backdrop.training.augment import augment
 
     photos, masks = _striped_batch(64)
     x, y = augment(photos, masks, _tp(aug_hflip=0.5, aug_vflip=0.5), np.random.default_rng(0))
@@ -183,7 +183,7 @@ def test_augment_flips_photo_and_mask_together():
 
 
 def test_augment_zoom_keeps_photo_and_mask_aligned():
-    from backdrop.stages.train import augment
+    from backdrop.training.augment import augment
 
     photos, masks = _striped_batch(16, 64)
     x, y = augment(photos, masks, _tp(aug_hflip=0.0, aug_scale=(0.6, 1.6)), np.random.default_rng(1))
@@ -201,7 +201,7 @@ def test_augment_zoom_keeps_photo_and_mask_aligned():
 
 
 def test_background_replacement_changes_only_the_background():
-    from backdrop.stages.train import augment
+    from backdrop.training.augment import augment
 
     photos, masks = _striped_batch(32)
     x, y = augment(photos, masks, _tp(aug_hflip=0.0, aug_bg_replace=1.0), np.random.default_rng(2))
@@ -214,7 +214,7 @@ def test_background_replacement_changes_only_the_background():
 
 
 def test_augment_is_a_function_of_the_rng_and_jitter_stays_in_range():
-    from backdrop.stages.train import augment
+    from backdrop.training.augment import augment
 
     photos, masks = _striped_batch(8)
     tp = _tp(aug_scale=(0.8, 1.2), aug_jitter=0.3, aug_bg_replace=0.5)
@@ -227,7 +227,7 @@ def test_augment_is_a_function_of_the_rng_and_jitter_stays_in_range():
 
 
 def test_deep_supervision_loss_adds_the_soft_iou_term():
-    from backdrop.stages.train import deep_supervision_loss, soft_iou_loss
+    from backdrop.training.losses import deep_supervision_loss, soft_iou_loss
 
     target = torch.zeros(2, 1, 16, 16)
     target[:, :, 4:12, 4:12] = 1
@@ -241,7 +241,7 @@ def test_deep_supervision_loss_adds_the_soft_iou_term():
 
 
 def test_balanced_sampling_evens_out_clusters_and_shards_cover_the_epoch():
-    from backdrop.stages.train import epoch_order, shard
+    from backdrop.training.sampling import epoch_order, shard
 
     clusters = np.array([0] * 90 + [1] * 10)
     plain = np.concatenate([epoch_order(clusters, 1, e, balanced=False) for e in range(20)])
@@ -257,7 +257,7 @@ def test_balanced_sampling_evens_out_clusters_and_shards_cover_the_epoch():
 
 
 def test_hard_sampling_draws_high_loss_pairs_more_often_and_keeps_the_rest():
-    from backdrop.stages.train import epoch_order, update_hardness
+    from backdrop.training.sampling import epoch_order, update_hardness
 
     clusters = np.zeros(100, int)
     hardness = np.full(100, np.nan)
@@ -290,7 +290,7 @@ def test_hard_sampling_draws_high_loss_pairs_more_often_and_keeps_the_rest():
 
 
 def test_draw_batch_swaps_in_object_crops_at_the_asked_share():
-    from backdrop.stages.train import draw_batch
+    from backdrop.training.sampling import draw_batch
 
     frames = (np.zeros((10, 4, 4, 3), np.uint8), np.zeros((10, 4, 4), np.float32))
     crops = (np.full((10, 4, 4, 3), 7, np.uint8), np.ones((10, 4, 4), np.float32))
@@ -310,7 +310,7 @@ def test_draw_batch_swaps_in_object_crops_at_the_asked_share():
 
 def test_fingerprint_tracks_what_changes_the_result(project):
     from backdrop.config import parse_params
-    from backdrop.stages.train import FINGERPRINT_IGNORES, fingerprint_of, fingerprint_parts
+    from backdrop.training.checkpoint import FINGERPRINT_IGNORES, fingerprint_of, fingerprint_parts
 
     rows = {"train": [{"pair_id": "a", "cluster": 0}], "val": [{"pair_id": "b", "cluster": 1}]}
     arrays = [np.zeros((1, 4, 4, 3), np.uint8), np.zeros((1, 4, 4), np.float32)]
@@ -362,7 +362,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(project, monkeypatch, caplog)
     assert state["history"][0]["train_loss"] == pytest.approx(history[0]["train_loss"], rel=1e-6)
     assert np.isfinite(state["hardness"]).sum() > 0  # train.hard_sampling: the next epoch's weights
 
-    with caplog.at_level(logging.INFO, logger="backdrop.stages.train"):
+    with caplog.at_level(logging.INFO, logger="backdrop.training.loop"):
         train_in_process(project, killed, monkeypatch, resume=True)  # what `backdrop train --resume` runs
     assert f"continuing with epoch {state['epoch'] + 1}" in caplog.text, caplog.text[-3000:]
     caplog.clear()
@@ -393,14 +393,14 @@ def test_sigkilled_run_resumes_to_the_same_weights(project, monkeypatch, caplog)
     # Next night: other params (or data) → --resume must not continue that checkpoint. This run
     # also checks early stopping: with lr≈0 val IoU cannot improve, patience 1 stops after 2 of 5.
     changed = write_params(project, "killed", epochs=5, lr=1e-12, early_stop_patience=1, init="official")
-    with caplog.at_level(logging.INFO, logger="backdrop.stages.train"):
+    with caplog.at_level(logging.INFO, logger="backdrop.training.loop"):
         fresh = train_in_process(project, changed, monkeypatch, resume=True)
     assert "starting fresh" in caplog.text and "train.epochs 3→5" in caplog.text, caplog.text[-3000:]
     assert "train.init 'scratch'→'official'" in caplog.text
     result_fresh = json.loads((out / "result.json").read_text())
     assert result_fresh["resumed_from_epoch"] is None and result_fresh["run_id"] != result_resumed["run_id"]
     assert fresh.epochs_run == 2 and result_fresh["stopped_early"] is True
-    from backdrop.stages.train import load_trained
+    from backdrop.models.trained import load_trained
 
     net, meta = load_trained(out / "model.pt")
     assert meta["epoch"] == 1 and meta["arch"] == "u2netp" and meta["size"] == 64
@@ -412,7 +412,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(project, monkeypatch, caplog)
 def test_downsample_batch_keeps_target_coverage_and_alignment():
     import torch
 
-    from backdrop.stages.train import downsample_batch
+    from backdrop.training.augment import downsample_batch
 
     photos, masks = _striped_batch(b=2, s=64)
     x = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 255  # (2,3,64,64)
@@ -449,7 +449,7 @@ def test_official_init_beats_scratch_after_the_same_steps(project, monkeypatch):
 def test_only_full_size_epochs_are_selectable():
     """Progressive resizing: low-res epochs cannot become model.pt while full-size ones exist."""
     from backdrop.config import TrainParams
-    from backdrop.stages.train import selectable_epoch
+    from backdrop.training.loop import selectable_epoch
 
     resized = TrainParams(epochs=8, low_res_size=160, low_res_epochs=5)
     assert [selectable_epoch(e, resized) for e in range(8)] == [False] * 5 + [True] * 3

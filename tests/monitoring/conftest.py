@@ -105,7 +105,7 @@ def pg_url():
     try:
         yield url
     finally:
-        from backdrop.monitoring.predlog import engine_for
+        from backdrop.data.predlog import engine_for
 
         engine_for(url).dispose()
         with admin.cursor() as cur:

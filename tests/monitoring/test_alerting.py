@@ -40,7 +40,7 @@ def _with_shift(params, white: float, black: float):
 
 def _expected_breaches(params, at) -> set[str]:
     """Breached clusters recomputed straight from the log (newest correction per image in the window)."""
-    from backdrop.monitoring.predlog import Correction, Prediction, sessions
+    from backdrop.data.predlog import Correction, Prediction, sessions
 
     start = at - timedelta(hours=params.monitoring.window_hours)
     newest: dict[int, tuple] = {}
@@ -58,11 +58,11 @@ def _expected_breaches(params, at) -> set[str]:
 
 def test_drift_alerts_once_resolves_once_and_feeds_retraining(project_cwd, tmp_path, webhook, smtp, monkeypatch):
     from backdrop.config import IngestParams
+    from backdrop.data.predlog import AlertEvent, sessions, utcnow
     from backdrop.monitoring import run
     from backdrop.monitoring.alerts import notify_dag_failure
-    from backdrop.monitoring.predlog import AlertEvent, sessions, utcnow
-    from backdrop.monitoring.simulate import simulate_batch
     from backdrop.stages.ingest import ingest
+    from backdrop.stages.simulate import simulate_batch
 
     torch.set_num_threads(1)  # two shared cores: one inference thread is faster than two fighting
     url, hooks = webhook

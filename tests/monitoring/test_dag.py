@@ -56,8 +56,8 @@ def test_dag_shape_and_schedule():
 @pytest.mark.slow
 def test_drift_retrains_through_the_asset_with_the_corrections(pipeline_run, tmp_path, webhook, monkeypatch):
     """In a full copy of the pipeline project (DVC, Airflow and MLflow state), so no state leaks."""
-    from backdrop.monitoring.predlog import utcnow
-    from backdrop.monitoring.simulate import simulate_batch
+    from backdrop.data.predlog import utcnow
+    from backdrop.stages.simulate import simulate_batch
 
     torch.set_num_threads(1)
     url, hooks = webhook

@@ -32,9 +32,9 @@ def db_url(request, tmp_path):
 
 def test_remove_logs_predictions_and_corrections_feed_the_time_series(project_cwd, tmp_path, db_url, monkeypatch):
     from backdrop.cli import app
-    from backdrop.inference import remove
+    from backdrop.data.predlog import Correction, Prediction, Store, sessions, utcnow
     from backdrop.monitoring.drift import score_pending, time_series, window_metrics
-    from backdrop.monitoring.predlog import Correction, Prediction, Store, sessions, utcnow
+    from backdrop.serving.remove import remove
 
     monkeypatch.setenv("BACKDROP_MONITORING_DB", db_url)  # how production points the log at PostgreSQL
     params = monitoring_params(project_cwd, tmp_path, min_samples=1)
@@ -116,7 +116,7 @@ def test_first_use_from_many_threads_creates_the_tables_once(tmp_path):
 
     from sqlalchemy import inspect
 
-    from backdrop.monitoring.predlog import engine_for
+    from backdrop.data.predlog import engine_for
 
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     start, engines, errors = threading.Barrier(8), [], []

@@ -20,8 +20,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_onnx_agrees_with_torch_at_original_size():
     from backdrop.data.synth import render_item
-    from backdrop.inference import Segmenter
     from backdrop.serving.onnx_fast import _official_cutout, load_fast_segmenter
+    from backdrop.serving.torch_engine import Segmenter
 
     size = 160  # any multiple of 32 runs on the one exported graph; smaller keeps the test quick
     fast = load_fast_segmenter("official:u2netp", size=size)
@@ -92,7 +92,8 @@ def test_zoom_pass_segments_a_small_product_again_inside_its_box():
     from PIL import Image
 
     from backdrop.data.synth import render_item
-    from backdrop.serving.onnx_fast import load_fast_segmenter, upsample
+    from backdrop.serving.onnx_fast import load_fast_segmenter
+    from backdrop.serving.preprocess import upsample
     from backdrop.zoom import object_box, worth_zooming
 
     one_pass = load_fast_segmenter("official:u2netp", size=160)
@@ -126,8 +127,8 @@ def test_zoom_pass_is_on_for_models_trained_on_crops(tmp_path):
     import torch
 
     from backdrop.config import load_params
-    from backdrop.inference import load_segmenter, zoom_settings
     from backdrop.models import build_model
+    from backdrop.serving.torch_engine import load_segmenter, zoom_settings
 
     params = load_params()
     assert params.serve.zoom == "auto"
@@ -152,8 +153,8 @@ def test_flip_tta_averages_the_photo_and_its_mirror_image_in_both_engines():
 
     from backdrop.config import load_params
     from backdrop.data.synth import render_item
-    from backdrop.inference import Segmenter, zoom_settings
     from backdrop.serving.onnx_fast import _official_cutout, load_fast_segmenter
+    from backdrop.serving.torch_engine import Segmenter, zoom_settings
 
     params = load_params()
     hflip = params.model_copy(update={"serve": params.serve.model_copy(update={"tta": "hflip"})})

@@ -25,8 +25,7 @@ class HeldOut:
 
     def load(self, row: dict):
         """(RGB photo, (H,W) bool vendor mask) at the photo's own size."""
-        from backdrop.io import open_image
-        from backdrop.stages.prepare import mask_channel
+        from backdrop.io import mask_channel, open_image
 
         entry = self.manifest[row["pair_id"]]
         photo = open_image(self.raw_dir / entry["image_path"]).convert("RGB")
@@ -37,8 +36,8 @@ class HeldOut:
 def held_out(params, split: str, limit: int = 0) -> HeldOut:
     """The `split` (val / test) rows, the first `limit` of them when limit > 0."""
     from backdrop.config import resolve
+    from backdrop.data.splits import split_rows
     from backdrop.io import read_csv
-    from backdrop.stages.train import split_rows
 
     rows = split_rows(params)[split]
     manifest = {r["pair_id"]: r for r in read_csv(resolve(params.validate_.out_dir) / "manifest.csv")}

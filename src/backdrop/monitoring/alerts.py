@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 from backdrop.config import MonitoringParams, Params
+from backdrop.data.predlog import AlertEvent, AlertState, sessions, utcnow
 from backdrop.monitoring.drift import WindowMetrics
-from backdrop.monitoring.predlog import AlertEvent, AlertState, sessions, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import numpy as np
 from sqlalchemy import select
 
 from backdrop.config import MonitoringParams, resolve
+from backdrop.data.predlog import Correction, Store, latest_prediction, naive_utc, sessions, utcnow
 from backdrop.io import BadImageError, open_image
-from backdrop.monitoring.predlog import Correction, Store, latest_prediction, naive_utc, sessions, utcnow
 
 log = logging.getLogger(__name__)
 

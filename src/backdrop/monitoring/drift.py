@@ -18,8 +18,7 @@ import numpy as np
 from sqlalchemy import delete, select
 
 from backdrop.config import Params
-from backdrop.metrics import mask_iou
-from backdrop.monitoring.predlog import (
+from backdrop.data.predlog import (
     Correction,
     MetricPoint,
     Prediction,
@@ -30,6 +29,7 @@ from backdrop.monitoring.predlog import (
     sessions,
     utcnow,
 )
+from backdrop.metrics import mask_iou
 
 log = logging.getLogger(__name__)
 

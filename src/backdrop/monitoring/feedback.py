@@ -19,8 +19,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from backdrop.config import Params, resolve
+from backdrop.data.predlog import Correction, Prediction, Store, sessions, utcnow
 from backdrop.io import atomic_path, write_json
-from backdrop.monitoring.predlog import Correction, Prediction, Store, sessions, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -202,8 +202,8 @@ def create_app(model: str | None = None, params: ServeParams | None = None) -> F
         return decode_bytes(data, sp.max_pixels)
 
     def finish(name: str, data: bytes, photo, pred, fmt: str, source: str) -> Result:
-        from backdrop.inference import compose
         from backdrop.serving.onnx_fast import encode
+        from backdrop.serving.remove import compose
 
         conf = confidence(pred.small, pred.disagreement)
         prob = final_prob(photo, pred.prob, options)
@@ -239,7 +239,7 @@ def create_app(model: str | None = None, params: ServeParams | None = None) -> F
     def record(items: list[tuple[str, bytes]], results: list) -> None:
         """Prediction log (monitoring), run after the response was sent; never fails a request."""
         try:
-            from backdrop.monitoring.predlog import PredictionRecorder
+            from backdrop.data.predlog import PredictionRecorder
 
             for (name, data), res in zip(items, results, strict=True):
                 if isinstance(res, BadImageError):

@@ -9,7 +9,7 @@
   with decoding and with other processes, so spinning threads only steal time).
 * `FastSegmenter` does batched preprocessing (resize with PIL's reducing gap: `reduce()` then
   LANCZOS), one session run per batch, and upsamples each probability map to its photo's size. It is
-  a drop-in for `backdrop.inference.Segmenter` (`probabilities(photo)`, `size`, `source`);
+  a drop-in for `backdrop.serving.torch_engine.Segmenter` (`probabilities(photo)`, `size`, `source`);
   `stream()` overlaps decoding/resizing of the next batch with the current session run, or, with
   `workers > 1` (`remove.workers`), runs that many single-threaded lanes side by side. With the
   zoom pass on (`serve.zoom`: by default for models trained on object crops), a product whose box
@@ -19,7 +19,7 @@
   (`backdrop.serving.quantize`: the RSU stages in uint8, the sensitive nodes fp32).
 
 Model specs accepted by `load_fast_segmenter`: `official:u2netp` / `official:u2net` (the official
-weights with the official preprocessing — each photo divided by its maximum — no registry needed), an `.onnx` file, and everything `backdrop.inference.load_segmenter`
+weights with the official preprocessing — each photo divided by its maximum — no registry needed), an `.onnx` file, and everything `backdrop.serving.torch_engine.load_segmenter`
 takes (`champion`, `models:/...`, a `model.pt`).
 """
 
@@ -36,14 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
+from backdrop.serving.preprocess import photo_from_path, to_input, upsample  # noqa: F401
+
 log = logging.getLogger(__name__)
 
 OPSET = 17  # onnxruntime 1.32 runs opsets up to 23; 17 is what the TorchScript exporter knows best
 EXPORT_VERSION = "3"  # bump when the exported graph changes (part of the cache key)
 SIDES_FOR_DISAGREEMENT = 3  # the finest side outputs; the coarse ones always disagree at edges
-# PIL's reducing_gap (reduce() by an integer factor before LANCZOS) would save ~8 ms per 1000 px photo,
-# but cost 0.0005 mean IoU vs ground truth on the bench images (bench notes): exact LANCZOS, as rembg.
-RESIZE_REDUCING_GAP = None
 PRECISIONS = ("fp32", "int8")
 
 
@@ -188,43 +187,10 @@ def make_session(path: Path | str, threads: int | None = None, spinning: bool = 
 # ------------------------------------------------------------------------------------- preprocessing
 
 
-def to_input(photos, size: int, scale_to_max: bool = False) -> np.ndarray:
-    """RGB PIL photos → float32 (N,3,S,S) in [0,1] (LANCZOS, optionally after an integer pre-reduction).
-
-    `scale_to_max` divides each photo by its own maximum instead of 255: the official U²-Net
-    preprocessing (`ToTensorLab`), which the official weights were trained with. Models trained here
-    see x/255, so it is off for them.
-    """
-    from PIL import Image
-
-    batch = np.empty((len(photos), size, size, 3), np.uint8)
-    for i, photo in enumerate(photos):
-        rgb = photo if photo.mode == "RGB" else photo.convert("RGB")
-        batch[i] = np.asarray(rgb.resize((size, size), Image.Resampling.LANCZOS,
-                                         reducing_gap=RESIZE_REDUCING_GAP))
-    x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
-    if scale_to_max:
-        return x / np.maximum(batch.reshape(len(photos), -1).max(axis=1), 1).astype(np.float32)[:, None, None, None]
-    return x * np.float32(1 / 255)
 
 
-def upsample(prob: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(S,S) probability → float32 (H,W) at `size` = (W,H), LANCZOS, clipped to [0,1].
-
-    LANCZOS rather than bilinear: +0.0002 mean IoU vs ground truth on the bench images, ~3 ms more.
-    """
-    from PIL import Image
-
-    full = Image.fromarray(np.ascontiguousarray(prob, dtype=np.float32), mode="F").resize(
-        size, Image.Resampling.LANCZOS)
-    return np.clip(np.asarray(full), 0.0, 1.0)
 
 
-def photo_from_path(path: Path, max_pixels: int = 64_000_000):
-    """Decode a photo file (header checked first), EXIF-rotated, RGB."""
-    from backdrop.serving.images import decode
-
-    return decode(Path(path).read_bytes(), max_pixels)
 
 
 # ------------------------------------------------------------------------------------------ segmenter
@@ -435,7 +401,7 @@ def load_fast_segmenter(spec: str = "champion", threads: int | None = None,
     if size is not None and (size < 32 or size % 32):
         raise ValueError(f"size {size}: must be a multiple of 32 (U²-Net pools 5 times)")
     from backdrop.config import load_params
-    from backdrop.inference import load_segmenter, zoom_settings
+    from backdrop.serving.torch_engine import load_segmenter, zoom_settings
 
     zoom = zoom_settings(load_params(), trained_on_crops=False)  # official weights, bare .onnx files
     if spec.startswith("official:"):

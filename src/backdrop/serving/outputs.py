@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backdrop.config import parse_aspect
+
 FORMATS = ("rgba", "white", "mask")
 
 
@@ -34,17 +36,6 @@ class OutputOptions:
         return cls(sp.white_aspect, sp.white_margin, sp.refine, sp.refine_radius, sp.refine_eps)
 
 
-def parse_aspect(text: str) -> tuple[float, float] | None:
-    """"4:5" → (4.0, 5.0); "original" → None; ValueError otherwise."""
-    if text.strip().lower() == "original":
-        return None
-    try:
-        w, h = (float(p) for p in text.split(":"))
-    except ValueError:
-        raise ValueError(f"aspect {text!r}: expected W:H (e.g. 1:1, 4:5) or 'original'") from None
-    if w <= 0 or h <= 0:
-        raise ValueError(f"aspect {text!r}: both sides must be positive")
-    return w, h
 
 
 # ------------------------------------------------------------------------------------ guided filter

@@ -68,7 +68,7 @@ def calibration_inputs(n: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED
                        scale_to_max: bool = True) -> list[np.ndarray]:
     """(1,3,320,320) model inputs of rendered product photos (600–1400 px, white/black backdrops included)."""
     from backdrop.data.synth import render_item
-    from backdrop.serving.onnx_fast import to_input
+    from backdrop.serving.preprocess import to_input
 
     return [to_input([render_item(seed, i, min_side=600, max_side=1400)[0]], INT8_SIZE, scale_to_max)
             for i in range(n)]

@@ -259,7 +259,7 @@ class UploadProcessor:
             return False
         if self._recorder is None:
             from backdrop.config import load_params
-            from backdrop.monitoring.predlog import PredictionRecorder
+            from backdrop.data.predlog import PredictionRecorder
 
             self._recorder = PredictionRecorder(load_params(), self.segmenter.source)
         self._recorder.record(path, photo, prob)
@@ -309,7 +309,7 @@ class UploadProcessor:
 
     def _log_row(self, sha: str, src: Path) -> None:
         try:
-            from backdrop.serving.onnx_fast import photo_from_path
+            from backdrop.serving.preprocess import photo_from_path
 
             photo = photo_from_path(src, self.max_pixels)
             if self._record(src, photo, self.segmenter.probabilities(photo)):
@@ -393,9 +393,9 @@ class UploadProcessor:
 
     def _process_batch(self, batch: list[_Pending]) -> None:
         from backdrop.config import load_params
-        from backdrop.inference import compose
         from backdrop.serving.images import decode
         from backdrop.serving.outputs import OutputOptions, final_prob
+        from backdrop.serving.remove import compose
         from backdrop.serving.review import ReviewQueue, confidence
 
         options = OutputOptions.from_params(load_params().serve)

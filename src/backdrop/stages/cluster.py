@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backdrop.config import ClusterParams, PrepareParams, resolve
+from backdrop.data.clusters import COLOUR_WEIGHT, assign, features  # noqa: F401  (assign: re-used by callers)
 from backdrop.io import read_csv, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
 ASSIGN_FIELDS = ["pair_id", "split", "cluster", "cluster_name", "overridden"]
-COLOUR_WEIGHT = 8.0  # colour stats are few dims next to the silhouette; weight them so tone counts
 
 
 @dataclass(frozen=True)
@@ -37,21 +37,6 @@ class ClusterResult:
     assignments: Path
 
 
-def features(photo, mask, size: int):
-    """One feature vector: silhouette (size² values) + weighted colour stats (8 values)."""
-    import numpy as np
-    from PIL import Image
-
-    silhouette = np.asarray(mask.convert("L").resize((size, size), Image.Resampling.BOX),
-                            dtype=np.float32).ravel() / 255.0
-    rgb = np.asarray(photo.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
-    fg = np.asarray(mask.convert("L"), dtype=np.uint8) > 127  # (H, W)
-    fg_px, bg_px = rgb[fg], rgb[~fg]
-    fg_mean = fg_px.mean(0) if len(fg_px) else np.zeros(3, np.float32)
-    bg_mean = bg_px.mean(0) if len(bg_px) else np.ones(3, np.float32)
-    colour = np.concatenate([fg_mean, [fg_px.std() if len(fg_px) else 0.0],
-                             bg_mean, [abs(fg_mean.mean() - bg_mean.mean())]])
-    return np.concatenate([silhouette, COLOUR_WEIGHT * colour.astype(np.float32)])
 
 
 def describe(centroid_features, size: int) -> str:
@@ -226,12 +211,3 @@ def _montage(prepared: Path, rows: list[dict], k: int, path: Path, per_cluster: 
     sheet.save(path)
 
 
-def assign(model_path: Path, photo, mask) -> tuple[int, str]:
-    """Cluster id and name for a new image (mask: hand-made or predicted)."""
-    import joblib
-
-    bundle = joblib.load(model_path)
-    vec = features(photo, mask, bundle["feature_size"])[None]
-    label = int(bundle["kmeans"].predict(bundle["pca"].transform(vec))[0])
-    cid = bundle["relabel"][label]
-    return cid, bundle["names"][cid]

@@ -26,8 +26,9 @@ def evaluate(params: Params) -> EvaluateResult:
     import numpy as np
 
     from backdrop import tracking
+    from backdrop.data.splits import load_arrays, split_rows
     from backdrop.metrics import confusion, iou, mae, summarize
-    from backdrop.stages.train import load_arrays, load_trained, predict_probs, split_rows
+    from backdrop.models.trained import load_trained, predict_probs
     from backdrop.viz import cluster_bars, overlay_grid
 
     train_out = resolve(params.train.out_dir)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backdrop.config import IngestParams, PrepareParams, ValidateParams, resolve
-from backdrop.io import open_image, read_csv, write_csv
+from backdrop.io import mask_channel, open_image, read_csv, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,6 @@ def write_crop(image, mask, params: PrepareParams, out: Path, name: str) -> dict
             "crop_box": " ".join(map(str, box))}
 
 
-def mask_channel(mask):
-    """The mask's single channel whatever it was saved as (L, 1-bit, RGBA alpha, grey RGB)."""
-    if mask.mode == "RGBA":
-        return mask.getchannel("A")
-    if mask.mode == "LA":
-        return mask.getchannel(0)
-    return mask.convert("L")
 
 
 def prepare(params: PrepareParams, validate_params: ValidateParams,

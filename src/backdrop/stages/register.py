@@ -89,8 +89,8 @@ def register(params: Params) -> RegisterResult:
 
     from backdrop import tracking
     from backdrop.models.cutout import CutoutModel
+    from backdrop.models.trained import load_trained
     from backdrop.stages.evaluate import load_metrics
-    from backdrop.stages.train import load_trained
 
     rp = params.register_
     train_out = resolve(params.train.out_dir)

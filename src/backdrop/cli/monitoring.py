@@ -11,18 +11,14 @@ from typing import Annotated
 
 import typer
 
+from backdrop.cli.common import ParamsOpt
+from backdrop.cli.common import load as _params
+
 corrections_app = typer.Typer(help="Reviewers' corrected masks: add one, or take the inbox.", no_args_is_help=True)
 monitor_app = typer.Typer(help="Monitoring: IoU drift on corrected masks, reports, alerts, simulation.",
                           no_args_is_help=True)
 
-ParamsOpt = Annotated[Path | None, typer.Option("--params", help="params.yaml to use")]
 AtOpt = Annotated[datetime | None, typer.Option(help="evaluate the window ending at this UTC time (default: now)")]
-
-
-def _params(path: Path | None):
-    from backdrop.cli import _params as load
-
-    return load(path)
 
 
 @corrections_app.command("add")
@@ -95,9 +91,9 @@ def monitor_simulate(
     """Predict new synthetic images with the model and deliver reviewers' corrections."""
     from datetime import timedelta
 
-    from backdrop.monitoring.predlog import naive_utc, utcnow
+    from backdrop.data.predlog import naive_utc, utcnow
     from backdrop.monitoring.run import check as run_check
-    from backdrop.monitoring.simulate import simulate_batch
+    from backdrop.stages.simulate import simulate_batch
 
     p = _params(params)
     first = naive_utc(start) if start else utcnow() - timedelta(hours=step_hours * (batches - 1))
@@ -122,7 +118,7 @@ def monitor_status(last: Annotated[int, typer.Option(help="metric points to show
     """Alert state, the latest metric points and notifications."""
     from sqlalchemy import select
 
-    from backdrop.monitoring.predlog import AlertEvent, AlertState, MetricPoint, db_url, sessions
+    from backdrop.data.predlog import AlertEvent, AlertState, MetricPoint, db_url, sessions
 
     mp = _params(params).monitoring
     typer.echo(f"log: {db_url(mp)}")

@@ -316,7 +316,7 @@ class PredictionRecorder:
             return None, None
         from PIL import Image
 
-        from backdrop.stages.cluster import assign
+        from backdrop.data.clusters import assign
 
         return assign(self.cluster_model, photo, Image.fromarray(fg.astype(np.uint8) * 255, mode="L"))
 

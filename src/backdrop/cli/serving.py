@@ -1,4 +1,4 @@
-"""`backdrop serve`, `backdrop watch DIR`, `backdrop export-onnx`: registered on the main CLI app.
+"""`backdrop remove`, `backdrop serve`, `backdrop watch DIR`, `backdrop export-onnx`.
 
 Module level imports only typer; each command imports what it needs when it runs.
 """
@@ -14,35 +14,53 @@ from typing import Annotated
 
 import typer
 
+from backdrop.cli.common import ParamsOpt
+from backdrop.cli.common import load as _params
+
 log = logging.getLogger(__name__)
+
+serving_app = typer.Typer()
 
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", help="champion | models:/name/N | PATH/model.pt | PATH/model.onnx | official:u2netp "
                     "(default: serve.model)")]
 
 
-def _params():
-    from backdrop.config import ConfigError, load_params
+@serving_app.command()
+def remove(
+    inputs: Annotated[list[Path], typer.Argument(help="image files or directories")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("cutouts"),
+    model: Annotated[str, typer.Option(help="champion | PATH/model.pt | models:/name/version")] = "champion",
+    fmt: Annotated[str | None, typer.Option("--format", help="rgba | white | mask (default: remove.format)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Cut out product photos: writes OUT/<stem>.png at each input's original size."""
+    from backdrop.serving.remove import remove as run
+    from backdrop.serving.torch_engine import NoModelError
 
+    p = _params(params)
     try:
-        return load_params()
-    except ConfigError as exc:
+        written = run(inputs, out, model=model, fmt=fmt or p.remove.format)
+    except (NoModelError, FileNotFoundError, ValueError) as exc:
         typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
+    typer.echo(f"remove: wrote {len(written)} file(s) to {out}")
 
 
+@serving_app.command()
 def serve(
     model: ModelOpt = None,
     host: Annotated[str | None, typer.Option(help="bind address (default: serve.host)")] = None,
     port: Annotated[int | None, typer.Option(help="port, 0 = any free one (default: serve.port)")] = None,
     workers: Annotated[int | None, typer.Option(help="uvicorn worker processes (default: serve.workers)")] = None,
+    params: ParamsOpt = None,
 ) -> None:
     """HTTP API: POST /v1/remove, /v1/remove/batch; GET /healthz, /metrics, /docs."""
     import uvicorn
 
     from backdrop.serving.api import MODEL_ENV
 
-    sp = _params().serve
+    sp = _params(params).serve
     if model:
         os.environ[MODEL_ENV] = model  # every worker process reads it (also with --workers > 1)
     uvicorn.run("backdrop.serving.api:app_from_env", factory=True, host=host or sp.host,
@@ -50,6 +68,7 @@ def serve(
                 log_level="info", timeout_graceful_shutdown=10)
 
 
+@serving_app.command()
 def watch(
     directory: Annotated[Path | None, typer.Argument(help="upload folder (default: serve.upload_dir)")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="published cut-outs (default: serve.out_dir)")] = None,
@@ -60,13 +79,14 @@ def watch(
     once: Annotated[bool, typer.Option("--once", help="process what is there now, then exit")] = False,
     record: Annotated[bool | None, typer.Option("--record/--no-record",
                                                 help="prediction log (default: monitoring.record_predictions)")] = None,
+    params: ParamsOpt = None,
 ) -> None:
     """Cut out every photo dropped into DIRECTORY, exactly once (restart-safe)."""
     import json
 
     from backdrop.serving.watch import from_params, summary
 
-    _params()
+    _params(params)
     if fmt and fmt not in ("rgba", "white", "mask"):
         raise typer.BadParameter(f"--format {fmt!r}: rgba | white | mask")
     proc = from_params(directory, out, review_dir, model, fmt, size, record)
@@ -100,22 +120,18 @@ def _stop_on_signals(proc) -> threading.Event:
     return stop
 
 
+@serving_app.command("export-onnx")
 def export_onnx(
     model: ModelOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="where to write the .onnx")] = None,
+    params: ParamsOpt = None,
 ) -> None:
     """Export a model to ONNX (the fast path's format) and print where it went."""
     from backdrop.serving.onnx_fast import load_fast_segmenter
 
-    seg = load_fast_segmenter(model or _params().serve.model)
+    seg = load_fast_segmenter(model or _params(params).serve.model)
     if out:
         import shutil
 
         shutil.copyfile(seg.onnx_file, out)
     typer.echo(str(out or seg.onnx_file))
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(serve)
-    app.command()(watch)
-    app.command("export-onnx")(export_onnx)

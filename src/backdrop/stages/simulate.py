@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from backdrop.config import Params, resolve
+from backdrop.data.predlog import binary, naive_utc, to_alpha
 from backdrop.metrics import mask_iou
-from backdrop.monitoring.predlog import binary, naive_utc, to_alpha
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ def simulate_batch(params: Params, n: int, seed: int, start_index: int = 0, *, s
     """Render, predict, record and review `n` new items; corrections are stamped `at` (+1 minute)."""
     from PIL import Image
 
+    from backdrop.data.predlog import PredictionRecorder
     from backdrop.data.synth import render_item
-    from backdrop.inference import load_segmenter
     from backdrop.io import open_image
     from backdrop.monitoring.corrections import add_correction
-    from backdrop.monitoring.predlog import PredictionRecorder
+    from backdrop.serving.torch_engine import load_segmenter
 
     mp, sp = params.monitoring, params.synth
     white, black = ((mp.simulate_shift_white_share, mp.simulate_shift_black_share) if shift

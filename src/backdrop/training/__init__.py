@@ -1,0 +1,1 @@
+"""Training: sampling, augmentation, losses, checkpoints, the loop and the multi-process launcher."""

@@ -1,0 +1,340 @@
+"""The training loop: U²-Net(P) with deep supervision on the prepared pairs, tracked live in MLflow.
+
+Loss: BCE on the fused and all six side outputs (the paper's deep supervision), plus an optional
+soft-Jaccard (IoU) term (`train.iou_loss_weight`). AdamW with a linear warm-up then cosine decay,
+channels_last, bf16 autocast where the hardware has it and `train.precision` asks for it.
+Augmentation from params (flips, zoom with crop/pad, colour jitter, background replacement through
+the mask), optional cluster-balanced and hard-example sampling (`train.hard_sampling`: a share of the
+draws weighted by each pair's last loss), early stopping on val IoU. Each epoch logs loss,
+val IoU overall and per cluster, learning rate and images/s; an overlay grid every few epochs.
+
+Determinism: the sample order of epoch e is a pure function of (seed, e) and the per-pair losses
+of the epochs before (gathered from every rank, kept in the checkpoint), each rank's
+augmentation draws of (seed, e, rank); a run killed and resumed from its last checkpoint
+therefore replays exactly the epochs an uninterrupted run would have.
+
+Outputs in `train.out_dir`: `model.pt` (best full-size epoch by val IoU, see `selectable_epoch`),
+`checkpoint.pt` (written
+atomically after every epoch: model, optimizer, scheduler, sampler and RNG state, epoch, history,
+early-stopping state, MLflow run id and the run's FINGERPRINT), `history.json`, `run.json`,
+`result.json`, overlay PNGs.
+
+Resume (`backdrop train --resume`): continues from `checkpoint.pt` only if its fingerprint equals
+this run's — a hash of the train params that change the result, `prepare.size`, `cluster.k`,
+the number of processes, the exact training/validation arrays and cluster ids, the initial
+weights and the training code. Otherwise it says which part differs and starts fresh.
+
+`train.processes > 1` (or `backdrop train --np N`) runs data-parallel workers: see
+:mod:`backdrop.training.launcher` and :mod:`backdrop.distributed` (comms, SyncBatchNorm).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from backdrop.config import Params, TrainParams, resolve
+from backdrop.data.splits import load_arrays, split_rows
+from backdrop.io import write_json
+from backdrop.training.augment import augment, downsample_batch
+from backdrop.training.checkpoint import (
+    CHECKPOINT,
+    CHECKPOINT_FORMAT,
+    clear_outputs,
+    fingerprint_of,
+    fingerprint_parts,
+    read_checkpoint,
+    save_checkpoint,
+)
+from backdrop.training.losses import deep_supervision_loss, lr_lambda, soft_iou_loss
+from backdrop.training.sampling import draw_batch, epoch_order, shard, update_hardness
+
+if TYPE_CHECKING:
+    from backdrop.distributed import Dist
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best_val_iou: float
+    epochs_run: int
+    model_path: Path
+    run_id: str
+
+
+def selectable_epoch(epoch: int, tp: TrainParams) -> bool:
+    """Whether epoch `epoch` (0-based) may become `model.pt` and counts for early stopping.
+
+    A progressively resized epoch (`epoch < low_res_epochs`) never trained at full size, yet its
+    val IoU is measured at full size and can still top the list: a bf16 run (2026-11) kept a 160 px
+    epoch (val 0.9932) over three 320 px ones and lost 0.002 test IoU. So once full-size epochs
+    exist, only they compete; a run made only of low-res epochs keeps the old rule.
+    """
+    return epoch >= tp.low_res_epochs or tp.low_res_epochs >= tp.epochs
+
+
+def set_train_mode(model, freeze_bn: bool) -> None:
+    """Train mode, optionally with BatchNorm kept on its stored statistics.
+
+    The official weights have BN folded into the convs (identity statistics); batch statistics
+    in train mode would throw that function away, so fine-tuning from them freezes BN.
+    """
+    import torch
+
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # CPU kernels are deterministic for a fixed thread count (checked: resumed == uninterrupted,
+    # Horovod == DDP bit for bit). torch.use_deterministic_algorithms is left alone: it imports
+    # torch._inductor (seconds) and only matters for CUDA kernels, which cuDNN settings cover.
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def pick_device(tp: TrainParams, local_rank: int = 0):
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if tp.device == "cuda" and not cuda:
+        raise ValueError("train.device is cuda but no CUDA device is available")
+    if tp.device == "cpu" or not cuda:
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def autocast_dtype(tp: TrainParams, device):
+    """bfloat16 where `train.precision` asks for it and the hardware runs it natively, else None."""
+    import torch
+
+    if tp.precision == "fp32":
+        return None
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+    else:
+        supported = bool(torch.backends.mkldnn.is_available()
+                         and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if tp.precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and supported else None
+    if not supported:
+        log.warning("train.precision bf16: not supported natively on this %s; training in fp32",
+                    device.type)
+        return None
+    return torch.bfloat16
+
+
+def _start_mlflow(stack: contextlib.ExitStack, params: Params, run_id: str | None, extra: dict) -> str:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from backdrop import tracking
+
+    experiment_id = tracking.setup(params)
+    if run_id:
+        try:
+            return stack.enter_context(mlflow.start_run(run_id=run_id, log_system_metrics=False)).info.run_id
+        except MlflowException as exc:
+            log.warning("MLflow run %s of the checkpoint is gone (%s); logging to a new run", run_id, exc)
+    run = stack.enter_context(mlflow.start_run(experiment_id=experiment_id, log_system_metrics=False))
+    tp = params.train
+    mlflow.log_params({f"train.{k}": v for k, v in tp.model_dump().items() if k != "out_dir"}
+                      | {"prepare.size": params.prepare.size, "cluster.k": params.cluster.k} | extra)
+    mlflow.set_tags({"git_commit": tracking.git_commit(), "stage": "train", **tracking.dvc_lineage()})
+    for path in (resolve(params.cluster.out_dir) / "montage.png",
+                 resolve(params.validate_.out_dir) / "report.html"):
+        if path.exists():
+            mlflow.log_artifact(str(path), artifact_path="data")
+    return run.info.run_id
+
+
+def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
+    """One rank's training: every worker of a data-parallel run, or the only process."""
+    import torch
+
+    from backdrop.distributed import convert_sync_batchnorm, state_digest
+    from backdrop.metrics import mask_iou, summarize
+    from backdrop.models import build_model
+    from backdrop.models.cutout import normalize
+    from backdrop.models.trained import predict_probs
+    from backdrop.progress import progress
+    from backdrop.viz import overlay_grid
+
+    tp = params.train
+    root = dist.is_root
+    if root:  # the only rank that talks to MLflow (the import alone costs seconds)
+        import mlflow
+    torch.set_num_threads(max(1, tp.num_threads // dist.local_size))
+    seed_everything(tp.seed)
+    device = pick_device(tp, dist.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before any NCCL collective
+    amp_dtype = autocast_dtype(tp, device)
+    fmt = torch.channels_last if tp.channels_last else torch.contiguous_format
+    out = resolve(tp.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prepared = resolve(params.prepare.out_dir)
+    rows = split_rows(params)
+    train_x, train_y = load_arrays(prepared, rows["train"])
+    crops = load_arrays(prepared, rows["train"], crops=True) if tp.crop_share > 0 else None
+    val_x, val_y = load_arrays(prepared, rows["val"])
+    train_clusters = np.array([r["cluster"] for r in rows["train"]])
+    val_clusters = [r["cluster"] for r in rows["val"]]
+
+    model = build_model(tp.model, init=tp.init)
+    parts = fingerprint_parts(params, dist.size, rows, [train_x, train_y, val_x, val_y, *(crops or ())],
+                              state_digest(model))
+    fingerprint = fingerprint_of(parts)
+    freeze_bn = tp.init == "official"  # BN folded into the official weights: keep it fixed
+    if dist.size > 1 and not freeze_bn:
+        convert_sync_batchnorm(model, dist)
+
+    state = None
+    if root:
+        if resume:
+            state, why = read_checkpoint(out / CHECKPOINT, parts)
+            if state is None:
+                log.warning("--resume: starting fresh: %s", why)
+            else:
+                log.info("--resume: %s; continuing with epoch %d", why, state["epoch"] + 1)
+        clear_outputs(out, everything=state is None)
+    state = dist.broadcast_object(state)
+
+    per_rank = math.ceil(len(train_x) / dist.size)
+    steps_per_epoch = math.ceil(per_rank / tp.batch_size)
+    start_epoch, history, best, bad_epochs, run_id, done = 0, [], -1.0, 0, None, False
+    hardness = np.full(len(train_x), np.nan)  # last training loss per pair (NaN: not drawn yet)
+    if state is not None:
+        model.load_state_dict(state["model"])
+    dist.broadcast_parameters(model)  # one starting point for every rank (before channels_last)
+    model.to(device=device, memory_format=fmt)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
+    optimizer = dist.wrap_optimizer(optimizer, model)  # before the scheduler binds to it
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(tp.epochs * steps_per_epoch, tp.warmup_epochs * steps_per_epoch))
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        start_epoch, history, best, bad_epochs = (state["epoch"], state["history"], state["best"],
+                                                  state["bad_epochs"])
+        run_id, done = state["run_id"], state["done"]
+        hardness = np.asarray(state["sampler"].get("hardness", hardness), dtype=float)
+    net = dist.wrap_model(model)  # DDP wrapper, or the model itself
+
+    with contextlib.ExitStack() as stack:
+        if root and not done:
+            run_id = _start_mlflow(stack, params, run_id, {"world_size": dist.size,
+                                                           "n_train": len(train_x), "n_val": len(val_x),
+                                                           "fingerprint": fingerprint,
+                                                           # what ran: `bf16` falls back to fp32 on CPUs
+                                                           # without native bf16 (train.precision)
+                                                           "autocast": "bf16" if amp_dtype else "fp32"})
+            write_json(out / "run.json", {"run_id": run_id,
+                                          "experiment_id": mlflow.active_run().info.experiment_id})
+        run_id = dist.broadcast_object(run_id)
+        for epoch in range(start_epoch, tp.epochs if not done else start_epoch):
+            set_train_mode(model, freeze_bn)
+            order = epoch_order(train_clusters, tp.seed, epoch, tp.balanced_sampling,
+                                hardness if epoch else None, tp.hard_sampling)
+            mine = shard(order, dist.rank, dist.size)
+            rng = np.random.default_rng([tp.seed, epoch, dist.rank])
+            t0, loss_sum, seen = time.perf_counter(), 0.0, []
+            for step in progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
+                                 enabled=root):
+                idx = mine[step * tp.batch_size:(step + 1) * tp.batch_size]
+                x, y = augment(*draw_batch(idx, (train_x, train_y), crops, tp.crop_share, rng), tp, rng)
+                if epoch < tp.low_res_epochs:
+                    x, y = downsample_batch(x, y, tp.low_res_size)
+                x = normalize(x).to(device=device, memory_format=fmt)
+                y = y.to(device)
+                with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
+                                    enabled=amp_dtype is not None):
+                    outputs = net(x)
+                loss = deep_supervision_loss([o.float() for o in outputs], y, tp.iou_loss_weight)
+                if tp.hard_sampling:
+                    per_pair = soft_iou_loss(outputs[0].detach().float(), y, per_sample=True)  # (B,)
+                    seen += [(int(i), float(v)) for i, v in zip(idx, per_pair, strict=True)]
+                optimizer.zero_grad()  # set_to_none (the default); Horovod's override takes no argument
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += float(loss.detach())
+            seconds = dist.allreduce([time.perf_counter() - t0], "max")[0]
+            train_loss = dist.allreduce([loss_sum / steps_per_epoch], "mean")[0]
+            if tp.hard_sampling:
+                hardness = update_hardness(hardness, dist.allgather_object(seen))
+
+            mine_val = np.arange(dist.rank, len(val_x), dist.size)
+            probs = predict_probs(model, val_x[mine_val])
+            part = [(int(i), mask_iou(p > 0.5, val_y[i] > 0.5)) for i, p in zip(mine_val, probs, strict=True)]
+            ious = [v for _, v in sorted(pair for chunk in dist.allgather_object(part) for pair in chunk)]
+            val = summarize(ious, val_clusters, params.cluster.k)
+            metrics = {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
+                       "images_per_s": len(mine) * dist.size / seconds,
+                       **{f"val_{k}": v for k, v in val.items() if k != "n"}}
+            candidate = selectable_epoch(epoch, tp)
+            history.append({"epoch": epoch + 1, **metrics, "selectable": candidate})
+            improved = candidate and val["iou_mean"] > best
+            if candidate:
+                best, bad_epochs = (val["iou_mean"], 0) if improved else (best, bad_epochs + 1)
+            stop = tp.early_stop_patience > 0 and bad_epochs >= tp.early_stop_patience
+            done = stop or epoch + 1 == tp.epochs
+            if root:
+                log.info("epoch %d: loss %.4f val IoU %.4f (%.1f img/s)%s", epoch + 1, train_loss,
+                         val["iou_mean"], metrics["images_per_s"],
+                         " *" if improved else "" if candidate else " (low-res: not selectable)")
+                mlflow.log_metrics(metrics, step=epoch + 1)
+                if improved:
+                    save_checkpoint({"state_dict": model.state_dict(), "arch": tp.model, "size": params.prepare.size,
+                           "epoch": epoch + 1, "val_iou": best, "crop_share": tp.crop_share}, out / "model.pt")
+                if (epoch + 1) % tp.overlay_every == 0 or done:
+                    shown = predict_probs(model, val_x[:8])
+                    grid = overlay_grid(val_x[:8], val_y[:8], shown, out / f"overlay_epoch{epoch + 1}.png",
+                                        titles=[f"{v:.3f}" for v in ious[:8]])
+                    mlflow.log_artifact(str(grid), artifact_path="overlays")
+                write_json(out / "history.json", history)
+                save_checkpoint({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "fingerprint_parts": parts,
+                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                       "scheduler": scheduler.state_dict(),
+                       "sampler": {"seed": tp.seed, "next_epoch": epoch + 1, "balanced": tp.balanced_sampling,
+                                   "world_size": dist.size, "hardness": hardness.tolist()},
+                       "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                               "torch": torch.get_rng_state()},
+                       "epoch": epoch + 1, "history": history, "best": best, "bad_epochs": bad_epochs,
+                       "done": done, "run_id": run_id}, out / CHECKPOINT)
+            if stop:
+                log.info("early stop: val IoU has not improved for %d epoch(s)", bad_epochs)
+                break
+
+    digests = dist.allgather_object(state_digest(model))
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"replicas diverged: weight digests per rank {digests}")
+    if root:
+        write_json(out / "history.json", history)
+        write_json(out / "result.json", {
+            "best_val_iou": best, "epochs_run": len(history), "model_path": str(out / "model.pt"),
+            "run_id": run_id, "world_size": dist.size, "backend": dist.backend,
+            "resumed_from_epoch": state["epoch"] if state is not None else None,
+            "stopped_early": bool(history) and len(history) < tp.epochs, "fingerprint": fingerprint,
+            "replica_digests": digests})
+    return TrainResult(best, len(history), out / "model.pt", run_id)

@@ -1,0 +1,43 @@
+"""Deep-supervision loss, soft IoU and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+
+def lr_lambda(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def soft_iou_loss(logits, target, eps: float = 1.0, per_sample: bool = False):
+    """1 − soft Jaccard of sigmoid(logits) and target per image, averaged (or (N,) per image);
+    (N,1,S,S) each."""
+    import torch
+
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum(dim=(1, 2, 3))
+    union = (p + target - p * target).sum(dim=(1, 2, 3))
+    loss = 1 - (inter + eps) / (union + eps)  # (N,)
+    return loss if per_sample else loss.mean()
+
+
+def deep_supervision_loss(outputs, target, iou_weight: float = 0.0):
+    """Sum of BCE-with-logits over the fused and six side outputs (+ iou_weight × soft IoU loss)."""
+    import torch.nn.functional as F
+
+    loss = sum(F.binary_cross_entropy_with_logits(o, target) for o in outputs)
+    if iou_weight:
+        loss = loss + iou_weight * sum(soft_iou_loss(o, target) for o in outputs)
+    return loss
