@@ -8,11 +8,18 @@ export PYTHONUNBUFFERED := 1
 .PHONY: install demo train-full test test-fast lint bench mlflow-ui airflow-ui repro clean-demo help
 
 help:
-	@echo "make demo       install, synthesize data, run the real Airflow DAG, register a champion, cut out samples"
-	@echo "make train-full the full recipe (320 px, 2 Horovod processes, ~1 h on 2 cores with native bf16, ~1.3 h without) + quality benchmark"
-	@echo "make test       install if needed, run the whole test suite"
-	@echo "make mlflow-ui  MLflow UI on http://127.0.0.1:5000"
-	@echo "make airflow-ui Airflow (standalone) on http://127.0.0.1:8080"
+	@echo "make demo        install, synthesize data, run the real Airflow DAG, register a champion, cut out samples"
+	@echo "make test        install if needed, run the whole test suite (what .ci/run calls)"
+	@echo "make test-fast   the test suite without the tests marked slow"
+	@echo "make install     .venv with pinned packages, Horovod, official weights, Fashion-MNIST, Airflow DB (idempotent)"
+	@echo "make train-full  the full recipe (320 px, 2 Horovod processes, ~1 h on 2 cores with native bf16, ~1.3 h without) + quality benchmark"
+	@echo "make bench       every bench/*_bench.py, results in bench/results/"
+	@echo "make repro       dvc repro: rerun the stages whose inputs changed"
+	@echo "make lint        ruff check on src, tests and dags"
+	@echo "make mlflow-ui   MLflow UI on http://127.0.0.1:5000"
+	@echo "make airflow-ui  Airflow (standalone) on http://127.0.0.1:8080"
+	@echo "make clean-demo  delete the demo's data, models, metrics, MLflow store and dvc.lock"
+	@echo "make help        this list"
 
 install:
 	@bash scripts/install.sh
@@ -34,8 +41,9 @@ bench: install
 	@for b in bench/*_bench.py; do echo "==> $$b"; $(BIN)/python $$b || exit 1; done
 	@ls -l bench/results/
 
-lint:
-	$(BIN)/ruff check src tests dags
+lint: install
+	$(BIN)/ruff check src tests dags bench
+	$(BIN)/lint-imports --config pyproject.toml
 
 repro: install
 	$(BIN)/dvc repro

@@ -14,7 +14,8 @@ A failing run alerts the same on-call channel (on_failure_callback). The channel
 the Airflow connections `backdrop_alert_webhook` (the webhook URL) and `backdrop_smtp` (SMTP login and
 password), read through the Task SDK when the task runs (an `AIRFLOW_CONN_*` variable, a secrets
 backend or the metadata DB), else from the environment variables named in params. Parsing imports only
-the stdlib, yaml and the Airflow SDK; each task imports backdrop when it runs.
+the stdlib, the Airflow SDK and `backdrop.config` (params.yaml read as the CLI reads it); each task
+imports the rest of backdrop when it runs.
 """
 
 from __future__ import annotations
@@ -24,26 +25,22 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-import yaml
 from airflow.sdk import Asset, dag, get_current_context, task
+
+from backdrop.config import load_params
 
 PROJECT_DIR = Path(os.environ.get("BACKDROP_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 RETRAIN_REQUEST = Asset("backdrop_retrain_request")  # backdrop_training is scheduled on this Asset
 
 
-def _monitoring_params() -> dict:
-    with open(PROJECT_DIR / "params.yaml") as fh:
-        return (yaml.safe_load(fh) or {}).get("monitoring") or {}
-
-
-_cfg = _monitoring_params()
+PARAMS_FILE = Path(os.environ.get("BACKDROP_PARAMS") or PROJECT_DIR / "params.yaml")
+_cfg = load_params(PARAMS_FILE).monitoring
 
 
 def _params():
+    """The whole params, for a task at run time (parsed once per process)."""
     os.environ.setdefault("BACKDROP_PROJECT_DIR", str(PROJECT_DIR))
-    from backdrop.config import load_params
-
-    return load_params(os.environ.get("BACKDROP_PARAMS") or PROJECT_DIR / "params.yaml")
+    return load_params(PARAMS_FILE)
 
 
 def alert_on_failure(context) -> None:
@@ -51,7 +48,7 @@ def alert_on_failure(context) -> None:
     os.environ.setdefault("BACKDROP_PROJECT_DIR", str(PROJECT_DIR))
     from backdrop.monitoring.alerts import notify_dag_failure
 
-    notify_dag_failure(context)
+    notify_dag_failure(context, _params().monitoring)
 
 
 @task
@@ -87,7 +84,7 @@ def request_retraining(evaluation: dict) -> dict:
 
 @dag(
     dag_id="backdrop_monitoring",
-    schedule=_cfg.get("schedule", "@hourly"),
+    schedule=_cfg.schedule,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -2,7 +2,8 @@
 
 Each task runs `dvc repro --single-item <stage>`, so DVC decides what is stale and records
 lineage in dvc.lock; Airflow adds the schedule, retries, and the UI. Parsing this file imports
-nothing heavy: only the stdlib, yaml, and the Airflow SDK.
+nothing heavy: the stdlib, the Airflow SDK and `backdrop.config` (pydantic, which Airflow loads anyway,
+and a YAML 1.2 reader), so params.yaml is read exactly as DVC and the CLI read it, errors naming the key.
 """
 
 from __future__ import annotations
@@ -13,21 +14,16 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-import yaml
 from airflow.sdk import Asset, AssetOrTimeSchedule, CronTriggerTimetable, dag, task
+
+from backdrop.config import load_params
 
 PROJECT_DIR = Path(os.environ.get("BACKDROP_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 VENV_BIN = Path(sys.executable).parent  # dvc and backdrop live beside the interpreter running Airflow
 STAGES = ("ingest", "validate", "prepare", "cluster", "train", "evaluate", "register")
 
 
-def _airflow_params() -> dict:
-    """The `airflow:` section of params.yaml (schedule, retries); cheap to read at parse time."""
-    with open(PROJECT_DIR / "params.yaml") as fh:
-        return (yaml.safe_load(fh) or {}).get("airflow") or {}
-
-
-_cfg = _airflow_params()
+_cfg = load_params(os.environ.get("BACKDROP_PARAMS") or PROJECT_DIR / "params.yaml").airflow
 _env = {
     "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
     "BACKDROP_PROJECT_DIR": str(PROJECT_DIR),
@@ -51,13 +47,13 @@ def dvc_push() -> str:
     dag_id="backdrop_training",
     # nightly cron OR the monitoring DAG's retraining request (an Asset event), whichever comes first
     schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable(_cfg.get("schedule", "0 2 * * *"), timezone="UTC"),
+        timetable=CronTriggerTimetable(_cfg.schedule, timezone="UTC"),
         assets=[Asset("backdrop_retrain_request")],
     ),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": int(_cfg.get("retries", 1)), "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": _cfg.retries, "retry_delay": timedelta(minutes=1)},
     tags=["backdrop", "training"],
     doc_md=__doc__,
 )

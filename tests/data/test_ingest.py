@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from backdrop.stages.ingest import MANIFEST_FIELDS, UNPAIRED_FIELDS, ingest, role_and_key
+from backdrop.data.manifest import MANIFEST_FIELDS
+from backdrop.stages.ingest import UNPAIRED_FIELDS, ingest, role_and_key
 from tests.data.conftest import png_bytes, sha256, write, write_tree_drop
 
 

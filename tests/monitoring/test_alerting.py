@@ -141,7 +141,7 @@ def test_drift_alerts_once_resolves_once_and_feeds_retraining(project_cwd, tmp_p
 
     # 5. a failing DAG run reaches the same channel (Airflow passes the callback its context)
     notify_dag_failure({"dag_run": type("Run", (), {"dag_id": "backdrop_monitoring", "run_id": "manual__x"})(),
-                        "exception": RuntimeError("database is locked")})
+                        "exception": RuntimeError("database is locked")}, params.monitoring)
     assert len(hooks) == 3 and len(mails) == 3
     assert hooks[2]["metadata"]["event_payload"]["dag_id"] == "backdrop_monitoring"
     assert "database is locked" in json.dumps(hooks[2])

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import typer
 
+from backdrop.cli.common import ParamsOpt
+
 app = typer.Typer(help="Check (and bootstrap) the active deployment profile: local or production.",
                   invoke_without_command=True, no_args_is_help=False)
 
@@ -295,7 +297,7 @@ def doctor(
     ctx: typer.Context,
     profile: Annotated[str | None, typer.Option(help="check this profile instead of the active one")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-    params: Annotated[Path | None, typer.Option("--params", help="params.yaml to use")] = None,
+    params: ParamsOpt = None,
 ) -> None:
     """Check the active profile: databases, broker, DVC remote, MLflow registry, versions."""
     if ctx.invoked_subcommand is not None:
@@ -328,7 +330,7 @@ def doctor(
 
 
 @app.command()
-def bootstrap(params: Annotated[Path | None, typer.Option("--params", help="params.yaml to use")] = None) -> None:
+def bootstrap(params: ParamsOpt = None) -> None:
     """One-off production setup: DVC remote from $BACKDROP_DVC_REMOTE_URL, MLflow experiment on the server."""
     from backdrop.config import load_params, project_dir, tracking_uri
     from backdrop.profiles import (

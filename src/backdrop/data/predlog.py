@@ -356,12 +356,6 @@ def read_mask(store: Store, rel: str) -> np.ndarray:
         return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
-def default_params() -> Params:
-    from backdrop.config import load_params
-
-    return load_params()
-
-
-def where() -> str:
+def where(mp: MonitoringParams) -> str:
     """Human-readable location of the log (for CLI messages)."""
-    return f"{db_url(default_params().monitoring)} (project {project_dir()})"
+    return f"{db_url(mp)} (project {project_dir()})"

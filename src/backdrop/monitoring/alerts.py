@@ -294,11 +294,9 @@ def evaluate(params: Params, wm: WindowMetrics, links: dict[str, str] | None = N
     return AlertOutcome(payload["kind"], incident, breached, tuple(delivered))
 
 
-def notify_dag_failure(context: dict) -> None:
-    """Airflow `on_failure_callback`: tell the same on-call channel that a DAG run failed."""
-    from backdrop.config import load_params
-
-    mp = load_params().monitoring
+def notify_dag_failure(context: dict, mp: MonitoringParams) -> None:
+    """Airflow `on_failure_callback` (the DAG passes its params): tell the same on-call channel that a
+    DAG run failed."""
     ti = context.get("task_instance") or context.get("ti")
     dag_run = context.get("dag_run")
     dag_id = getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", "?")

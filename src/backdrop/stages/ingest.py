@@ -46,6 +46,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from backdrop.config import IngestParams, resolve
+from backdrop.data.manifest import MANIFEST_FIELDS
 from backdrop.io import IMAGE_SUFFIXES, atomic_path, read_csv, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,6 @@ IMAGE_DIRS = {"images", "image", "photos", "photo", "img", "imgs"}
 SYSTEM_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}
 CHUNK = 1 << 20
 
-MANIFEST_FIELDS = [
-    "pair_id", "stem", "image_path", "mask_path", "image_sha256", "mask_sha256",
-    "image_bytes", "mask_bytes", "source_drop", "source_image", "source_mask",
-    "received_at", "vendor", "license", "version", "superseded_by",
-]
 METADATA_FIELDS = [
     "file_id", "path", "sha256", "bytes", "source_drop", "source_path", "received_at", "vendor",
     "license",
@@ -316,11 +312,8 @@ def refuse_if_not_for_training(descriptor: dict, label: str) -> None:
 # ---------------------------------------------------------------------------------------------- storing
 
 def _sha256(entry: Entry) -> str:
-    digest = hashlib.sha256()
-    with entry.open() as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+    with entry.open() as fh:  # a file or a zip member
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _store(entry: Entry, dest: Path, sha: str) -> None:

@@ -368,7 +368,7 @@ def validate(params: ValidateParams, ingest_params: IngestParams) -> ValidateRes
         bad_rows.append(_quarantine(raw, quarantine_dir, sources[item_id], stats, why, problems))
     _drop_stale(quarantine_dir, {b["item_id"] for b in bad_rows})
 
-    from backdrop.stages.ingest import MANIFEST_FIELDS
+    from backdrop.data.manifest import MANIFEST_FIELDS
 
     fields = list(manifest[0].keys()) if manifest else MANIFEST_FIELDS
     write_csv(out_dir / "manifest.csv", good_rows, fields)
