@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from backdrop.data.synth import _background, _colour, _pick_size, _u
+from backdrop.data.synth.geometry import uniform
+from backdrop.data.synth.studio import background, pick_colour, pick_size
 from backdrop.io import atomic_path, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -155,14 +156,14 @@ def render_product(
 ) -> tuple[Image.Image, Image.Image, FashionItem]:
     """One 28x28 Fashion-MNIST product → (RGB studio photo, L mask in {0, 255}, metadata)."""
     rng = np.random.default_rng([int(seed), int(source_index)])
-    width, height = _pick_size(rng, min_side, max_side)
+    width, height = pick_size(rng, min_side, max_side)
     r = rng.random()
     style = "white_on_white" if r < white_share else "black_on_black" if r < white_share + black_share else "normal"
 
     # ---- framing: the 28x28 square scaled to a share of the short side, offset off-centre
-    side = max(16, int(round(min(width, height) * _u(rng, 0.62, 0.92))))
-    x0 = int(round((width - side) * (0.5 + _u(rng, -0.35, 0.35))))
-    y0 = int(round((height - side) * (0.5 + _u(rng, -0.3, 0.3))))
+    side = max(16, int(round(min(width, height) * uniform(rng, 0.62, 0.92))))
+    x0 = int(round((width - side) * (0.5 + uniform(rng, -0.35, 0.35))))
+    y0 = int(round((height - side) * (0.5 + uniform(rng, -0.3, 0.3))))
     x0, y0 = min(max(x0, 0), width - side), min(max(y0, 0), height - side)
 
     # ---- coverage: bicubic upsampling at 4x, threshold, box-average → smooth antialiased contour
@@ -174,30 +175,30 @@ def render_product(
         raise ValueError(f"{stem_for(split, source_index)}: no product pixel above the threshold")
 
     # ---- background: studio sweep + vignette + soft shadow of the product (background only)
-    top, bottom = _background(rng, style)
+    top, bottom = background(rng, style)
     yy = (np.arange(height, dtype=np.float32)[:, None] + 0.5) / height
     xx = (np.arange(width, dtype=np.float32)[None, :] + 0.5) / width
-    light = 1.0 - np.float32(_u(rng, 0.04, 0.16)) * (((xx - 0.5) ** 2 + (yy - 0.45) ** 2) / 0.5)
+    light = 1.0 - np.float32(uniform(rng, 0.04, 0.16)) * (((xx - 0.5) ** 2 + (yy - 0.45) ** 2) / 0.5)
     shadow = Image.new("L", (width, height), 0)
-    dx, dy = int(round(_u(rng, -0.03, 0.05) * side)), int(round(_u(rng, 0.0, 0.05) * side))
+    dx, dy = int(round(uniform(rng, -0.03, 0.05) * side)), int(round(uniform(rng, 0.0, 0.05) * side))
     shadow.paste(Image.fromarray((coverage * 255).astype(np.uint8), "L"), (x0 + dx, y0 + dy))
-    shadow = shadow.filter(ImageFilter.GaussianBlur(max(1.0, _u(rng, 0.015, 0.04) * side)))
-    strength = _u(rng, 0.08, 0.25)
+    shadow = shadow.filter(ImageFilter.GaussianBlur(max(1.0, uniform(rng, 0.015, 0.04) * side)))
+    strength = uniform(rng, 0.08, 0.25)
     light = light * (1.0 - np.float32(strength) * np.asarray(shadow, np.float32) * np.float32(1 / 255))
-    grad = yy ** np.float32(_u(rng, 0.7, 1.6))
+    grad = yy ** np.float32(uniform(rng, 0.7, 1.6))
     photo = (top + (bottom - top) * grad[..., None]) * light[..., None]  # (H, W, 3) float
 
     # ---- product: its own luminance (idx values are negated) modulates the tint
     lum = 1.0 - np.clip(_upsample(x, side), 0.0, 1.0)
-    colour = _colour(rng, style, "cotton")
-    shade = np.float32(_u(rng, 0.45, 0.6)) + np.float32(_u(rng, 0.45, 0.6)) * lum
+    colour = pick_colour(rng, style, "cotton")
+    shade = np.float32(uniform(rng, 0.45, 0.6)) + np.float32(uniform(rng, 0.45, 0.6)) * lum
     if style == "white_on_white":
         shade = 0.9 + 0.1 * shade
     product = colour[None, None, :] * shade[..., None]
     a = coverage[..., None]
     crop = photo[y0:y0 + side, x0:x0 + side]
     photo[y0:y0 + side, x0:x0 + side] = crop + (product - crop) * a
-    photo += rng.normal(0.0, _u(rng, 0.8, 2.4), photo.shape).astype(np.float32)
+    photo += rng.normal(0.0, uniform(rng, 0.8, 2.4), photo.shape).astype(np.float32)
     photo_img = Image.fromarray(np.clip(photo + 0.5, 0, 255).astype(np.uint8), "RGB")
 
     mask = np.zeros((height, width), np.uint8)
