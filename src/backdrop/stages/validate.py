@@ -256,23 +256,13 @@ def gx_context():
 
 
 def load_suite(path: Path, params: ValidateParams):
-    """The suite from the repo with `{"$param": key}` placeholders filled from params.
+    """The suite from the repo; thresholds are GE suite parameters (`{"$PARAMETER": key}`), each a key
+    of params.yaml `validate:` (checked here, given their values by `run_suite`).
 
     Every expectation must name its quarantine reason (meta.reason, one of `REASONS`).
     Needs an active GE context (`gx_context()`) first.
     """
     import great_expectations as gx
-
-    def fill(value: Any) -> Any:
-        if isinstance(value, dict) and set(value) == {"$param"}:
-            if not hasattr(params, value["$param"]):
-                raise ValueError(f"{path}: unknown parameter validate.{value['$param']}")
-            return getattr(params, value["$param"])
-        if isinstance(value, dict):
-            return {k: fill(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [fill(v) for v in value]
-        return value
 
     spec = json.loads(path.read_text())
     suite = gx.ExpectationSuite(name=spec["name"])
@@ -281,8 +271,11 @@ def load_suite(path: Path, params: ValidateParams):
         if reason not in REASONS:
             raise ValueError(f"{path}: expectation {item['type']} on {item['kwargs'].get('column')} "
                              f"has reason {reason!r}, not one of {sorted(REASONS)}")
+        for value in item["kwargs"].values():
+            if isinstance(value, dict) and not hasattr(params, value.get("$PARAMETER", "")):
+                raise ValueError(f"{path}: unknown parameter validate.{value.get('$PARAMETER')}")
         expectation_cls = getattr(gx.expectations, _camel(item["type"]))
-        suite.add_expectation(expectation_cls(**fill(item["kwargs"]), meta=item["meta"]))
+        suite.add_expectation(expectation_cls(**item["kwargs"], meta=item["meta"]))
     return suite
 
 
@@ -301,8 +294,9 @@ def _camel(snake: str) -> str:
     return "".join(part.capitalize() for part in snake.split("_"))
 
 
-def run_suite(rows: list[dict[str, Any]], suite, context) -> dict[str, list[str]]:
-    """Validate the stats table with GE; map each failing item_id to its reasons (suite order)."""
+def run_suite(rows: list[dict[str, Any]], suite, context, params: ValidateParams) -> dict[str, list[str]]:
+    """Validate the stats table with GE (suite parameters from `params`); map each failing item_id to
+    its reasons (suite order)."""
     import pandas as pd
 
     frame = pd.DataFrame([{k: r.get(k) for k in STAT_FIELDS if k != "notes"} for r in rows],
@@ -311,7 +305,8 @@ def run_suite(rows: list[dict[str, Any]], suite, context) -> dict[str, list[str]
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
         batch_parameters={"dataframe": frame})
     result = batch.validate(suite, result_format={
-        "result_format": "COMPLETE", "unexpected_index_column_names": ["item_id"]})
+        "result_format": "COMPLETE", "unexpected_index_column_names": ["item_id"]},
+        expectation_parameters=params.model_dump(mode="json"))
     failures: dict[str, list[str]] = {}
     for res in result.results:
         hits = res.result.get("unexpected_index_list") or []
@@ -350,7 +345,7 @@ def validate(params: ValidateParams, ingest_params: IngestParams) -> ValidateRes
 
     stats_rows = collect_stats(raw, pairs, files, params.max_pixels)
     context = gx_context()  # before load_suite: GE suites need an active context
-    failures = run_suite(stats_rows, load_suite(suite_path(params), params), context)
+    failures = run_suite(stats_rows, load_suite(suite_path(params), params), context, params)
 
     out_dir, quarantine_dir = resolve(params.out_dir), resolve(params.quarantine_dir)
     sources = {r["pair_id"]: r for r in pairs} | {r["file_id"]: r for r in loose}
