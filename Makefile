@@ -5,7 +5,7 @@ BIN   := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo train-full test test-fast lint bench mlflow-ui airflow-ui repro clean-demo help
+.PHONY: weights install demo train-full test test-fast lint bench mlflow-ui airflow-ui repro clean-demo help
 
 help:
 	@echo "make demo        install, synthesize data, run the real Airflow DAG, register a champion, cut out samples"
@@ -44,6 +44,9 @@ bench: install
 lint: install
 	$(BIN)/ruff check src tests dags bench
 	$(BIN)/lint-imports --config pyproject.toml
+
+weights: install
+	$(BIN)/python -m backdrop.models.official fetch all
 
 repro: install
 	$(BIN)/dvc repro

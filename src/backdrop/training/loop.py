@@ -165,16 +165,150 @@ def _start_mlflow(stack: contextlib.ExitStack, params: Params, run_id: str | Non
     return run.info.run_id
 
 
+@dataclass
+class _Data:
+    """What one run trains and validates on: uint8 photos (N,S,S,3), float masks (N,S,S)."""
+    rows: dict[str, list[dict]]
+    train_x: np.ndarray
+    train_y: np.ndarray
+    crops: tuple[np.ndarray, np.ndarray] | None  # object crops of the training pairs (train.crop_share)
+    val_x: np.ndarray
+    val_y: np.ndarray
+
+    @property
+    def train_clusters(self) -> np.ndarray:
+        return np.array([r["cluster"] for r in self.rows["train"]])
+
+    @property
+    def val_clusters(self) -> list[int]:
+        return [r["cluster"] for r in self.rows["val"]]
+
+    def arrays(self) -> list[np.ndarray]:
+        return [self.train_x, self.train_y, self.val_x, self.val_y, *(self.crops or ())]
+
+
+def _load_data(params: Params) -> _Data:
+    prepared = resolve(params.prepare.out_dir)
+    rows = split_rows(params)
+    train_x, train_y = load_arrays(prepared, rows["train"])
+    crops = load_arrays(prepared, rows["train"], crops=True) if params.train.crop_share > 0 else None
+    val_x, val_y = load_arrays(prepared, rows["val"])
+    return _Data(rows, train_x, train_y, crops, val_x, val_y)
+
+
+@dataclass
+class _Progress:
+    """The resumable part of a run besides weights and optimizer: kept in every checkpoint."""
+    hardness: np.ndarray            # last training loss per pair (NaN: not drawn yet)
+    epoch: int = 0                  # epochs done
+    history: list = None            # one dict of metrics per epoch
+    best: float = -1.0              # best val IoU of a selectable epoch
+    bad_epochs: int = 0             # selectable epochs since the best (early stopping)
+    run_id: str | None = None       # the MLflow run
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.history = [] if self.history is None else self.history
+
+    @classmethod
+    def from_checkpoint(cls, state: dict, n_train: int) -> _Progress:
+        hardness = np.asarray(state["sampler"].get("hardness", np.full(n_train, np.nan)), dtype=float)
+        return cls(hardness, state["epoch"], state["history"], state["best"], state["bad_epochs"],
+                   state["run_id"], state["done"])
+
+
+def _resumable_state(params: Params, out: Path, parts: dict, resume: bool, dist: Dist) -> dict | None:
+    """Rank 0 decides whether the checkpoint belongs to this run and clears stale outputs; every rank
+    gets its decision (the checkpoint itself, or None)."""
+    state = None
+    if dist.is_root:
+        if resume:
+            state, why = read_checkpoint(out / CHECKPOINT, parts)
+            if state is None:
+                log.warning("--resume: starting fresh: %s", why)
+            else:
+                log.info("--resume: %s; continuing with epoch %d", why, state["epoch"] + 1)
+        clear_outputs(out, everything=state is None)
+    return dist.broadcast_object(state)
+
+
+def _optimizer(model, tp: TrainParams, steps_per_epoch: int, dist: Dist):
+    """AdamW wrapped for the ranks (before the scheduler binds to it), warm-up then cosine."""
+    import torch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
+    optimizer = dist.wrap_optimizer(optimizer, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(tp.epochs * steps_per_epoch, tp.warmup_epochs * steps_per_epoch))
+    return optimizer, scheduler
+
+
+def _train_epoch(net, optimizer, scheduler, data: _Data, mine: np.ndarray, epoch: int, tp: TrainParams,
+                 dist: Dist, device, fmt, amp_dtype, steps_per_epoch: int):
+    """One pass over this rank's shard: (summed loss, [(pair index, per-pair loss)] for hard sampling)."""
+    import torch
+
+    from backdrop.models.cutout import normalize
+    from backdrop.progress import progress
+
+    rng = np.random.default_rng([tp.seed, epoch, dist.rank])
+    loss_sum, seen = 0.0, []
+    for step in progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
+                         enabled=dist.is_root):
+        idx = mine[step * tp.batch_size:(step + 1) * tp.batch_size]
+        x, y = augment(*draw_batch(idx, (data.train_x, data.train_y), data.crops, tp.crop_share, rng), tp, rng)
+        if epoch < tp.low_res_epochs:
+            x, y = downsample_batch(x, y, tp.low_res_size)
+        x = normalize(x).to(device=device, memory_format=fmt)
+        y = y.to(device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+            outputs = net(x)
+        loss = deep_supervision_loss([o.float() for o in outputs], y, tp.iou_loss_weight)
+        if tp.hard_sampling:
+            per_pair = soft_iou_loss(outputs[0].detach().float(), y, per_sample=True)  # (B,)
+            seen += [(int(i), float(v)) for i, v in zip(idx, per_pair, strict=True)]
+        optimizer.zero_grad()  # set_to_none (the default); Horovod's override takes no argument
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += float(loss.detach())
+    return loss_sum, seen
+
+
+def _validate(model, data: _Data, dist: Dist, k: int) -> tuple[list[float], dict]:
+    """Val IoU per image (each rank scores every size-th image, gathered in order) and its summary."""
+    from backdrop.metrics import mask_iou, summarize
+    from backdrop.models.trained import predict_probs
+
+    mine_val = np.arange(dist.rank, len(data.val_x), dist.size)
+    probs = predict_probs(model, data.val_x[mine_val])
+    part = [(int(i), mask_iou(p > 0.5, data.val_y[i] > 0.5)) for i, p in zip(mine_val, probs, strict=True)]
+    ious = [v for _, v in sorted(pair for chunk in dist.allgather_object(part) for pair in chunk)]
+    return ious, summarize(ious, data.val_clusters, k)
+
+
+def _checkpoint(model, optimizer, scheduler, fingerprint: str, parts: dict, tp: TrainParams, dist: Dist,
+                prog: _Progress) -> dict:
+    import torch
+
+    return {"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "fingerprint_parts": parts,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "sampler": {"seed": tp.seed, "next_epoch": prog.epoch, "balanced": tp.balanced_sampling,
+                        "world_size": dist.size, "hardness": prog.hardness.tolist()},
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                    "torch": torch.get_rng_state()},
+            "epoch": prog.epoch, "history": prog.history, "best": prog.best, "bad_epochs": prog.bad_epochs,
+            "done": prog.done, "run_id": prog.run_id}
+
+
 def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
     """One rank's training: every worker of a data-parallel run, or the only process."""
     import torch
 
     from backdrop.distributed import convert_sync_batchnorm, state_digest
-    from backdrop.metrics import mask_iou, summarize
     from backdrop.models import build_model
-    from backdrop.models.cutout import normalize
     from backdrop.models.trained import predict_probs
-    from backdrop.progress import progress
     from backdrop.viz import overlay_grid
 
     tp = params.train
@@ -190,115 +324,67 @@ def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
     fmt = torch.channels_last if tp.channels_last else torch.contiguous_format
     out = resolve(tp.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prepared = resolve(params.prepare.out_dir)
-    rows = split_rows(params)
-    train_x, train_y = load_arrays(prepared, rows["train"])
-    crops = load_arrays(prepared, rows["train"], crops=True) if tp.crop_share > 0 else None
-    val_x, val_y = load_arrays(prepared, rows["val"])
-    train_clusters = np.array([r["cluster"] for r in rows["train"]])
-    val_clusters = [r["cluster"] for r in rows["val"]]
+    data = _load_data(params)
 
     model = build_model(tp.model, init=tp.init)
-    parts = fingerprint_parts(params, dist.size, rows, [train_x, train_y, val_x, val_y, *(crops or ())],
-                              state_digest(model))
+    parts = fingerprint_parts(params, dist.size, data.rows, data.arrays(), state_digest(model))
     fingerprint = fingerprint_of(parts)
     freeze_bn = tp.init == "official"  # BN folded into the official weights: keep it fixed
     if dist.size > 1 and not freeze_bn:
         convert_sync_batchnorm(model, dist)
+    state = _resumable_state(params, out, parts, resume, dist)
 
-    state = None
-    if root:
-        if resume:
-            state, why = read_checkpoint(out / CHECKPOINT, parts)
-            if state is None:
-                log.warning("--resume: starting fresh: %s", why)
-            else:
-                log.info("--resume: %s; continuing with epoch %d", why, state["epoch"] + 1)
-        clear_outputs(out, everything=state is None)
-    state = dist.broadcast_object(state)
-
-    per_rank = math.ceil(len(train_x) / dist.size)
-    steps_per_epoch = math.ceil(per_rank / tp.batch_size)
-    start_epoch, history, best, bad_epochs, run_id, done = 0, [], -1.0, 0, None, False
-    hardness = np.full(len(train_x), np.nan)  # last training loss per pair (NaN: not drawn yet)
+    steps_per_epoch = math.ceil(math.ceil(len(data.train_x) / dist.size) / tp.batch_size)
+    prog = _Progress(np.full(len(data.train_x), np.nan))
     if state is not None:
         model.load_state_dict(state["model"])
     dist.broadcast_parameters(model)  # one starting point for every rank (before channels_last)
     model.to(device=device, memory_format=fmt)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
-    optimizer = dist.wrap_optimizer(optimizer, model)  # before the scheduler binds to it
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(tp.epochs * steps_per_epoch, tp.warmup_epochs * steps_per_epoch))
+    optimizer, scheduler = _optimizer(model, tp, steps_per_epoch, dist)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         torch.set_rng_state(state["rng"]["torch"])
-        start_epoch, history, best, bad_epochs = (state["epoch"], state["history"], state["best"],
-                                                  state["bad_epochs"])
-        run_id, done = state["run_id"], state["done"]
-        hardness = np.asarray(state["sampler"].get("hardness", hardness), dtype=float)
+        prog = _Progress.from_checkpoint(state, len(data.train_x))
+    start_epoch = prog.epoch
     net = dist.wrap_model(model)  # DDP wrapper, or the model itself
 
     with contextlib.ExitStack() as stack:
-        if root and not done:
-            run_id = _start_mlflow(stack, params, run_id, {"world_size": dist.size,
-                                                           "n_train": len(train_x), "n_val": len(val_x),
-                                                           "fingerprint": fingerprint,
-                                                           # what ran: `bf16` falls back to fp32 on CPUs
-                                                           # without native bf16 (train.precision)
-                                                           "autocast": "bf16" if amp_dtype else "fp32"})
-            write_json(out / "run.json", {"run_id": run_id,
+        if root and not prog.done:
+            prog.run_id = _start_mlflow(stack, params, prog.run_id, {
+                "world_size": dist.size, "n_train": len(data.train_x), "n_val": len(data.val_x),
+                "fingerprint": fingerprint,
+                # what ran: `bf16` falls back to fp32 on CPUs without native bf16 (train.precision)
+                "autocast": "bf16" if amp_dtype else "fp32"})
+            write_json(out / "run.json", {"run_id": prog.run_id,
                                           "experiment_id": mlflow.active_run().info.experiment_id})
-        run_id = dist.broadcast_object(run_id)
-        for epoch in range(start_epoch, tp.epochs if not done else start_epoch):
+        prog.run_id = dist.broadcast_object(prog.run_id)
+        for epoch in range(start_epoch, tp.epochs if not prog.done else start_epoch):
             set_train_mode(model, freeze_bn)
-            order = epoch_order(train_clusters, tp.seed, epoch, tp.balanced_sampling,
-                                hardness if epoch else None, tp.hard_sampling)
+            order = epoch_order(data.train_clusters, tp.seed, epoch, tp.balanced_sampling,
+                                prog.hardness if epoch else None, tp.hard_sampling)
             mine = shard(order, dist.rank, dist.size)
-            rng = np.random.default_rng([tp.seed, epoch, dist.rank])
-            t0, loss_sum, seen = time.perf_counter(), 0.0, []
-            for step in progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tp.epochs}", unit="batch",
-                                 enabled=root):
-                idx = mine[step * tp.batch_size:(step + 1) * tp.batch_size]
-                x, y = augment(*draw_batch(idx, (train_x, train_y), crops, tp.crop_share, rng), tp, rng)
-                if epoch < tp.low_res_epochs:
-                    x, y = downsample_batch(x, y, tp.low_res_size)
-                x = normalize(x).to(device=device, memory_format=fmt)
-                y = y.to(device)
-                with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
-                                    enabled=amp_dtype is not None):
-                    outputs = net(x)
-                loss = deep_supervision_loss([o.float() for o in outputs], y, tp.iou_loss_weight)
-                if tp.hard_sampling:
-                    per_pair = soft_iou_loss(outputs[0].detach().float(), y, per_sample=True)  # (B,)
-                    seen += [(int(i), float(v)) for i, v in zip(idx, per_pair, strict=True)]
-                optimizer.zero_grad()  # set_to_none (the default); Horovod's override takes no argument
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                loss_sum += float(loss.detach())
+            t0 = time.perf_counter()
+            loss_sum, seen = _train_epoch(net, optimizer, scheduler, data, mine, epoch, tp, dist, device, fmt,
+                                          amp_dtype, steps_per_epoch)
             seconds = dist.allreduce([time.perf_counter() - t0], "max")[0]
             train_loss = dist.allreduce([loss_sum / steps_per_epoch], "mean")[0]
             if tp.hard_sampling:
-                hardness = update_hardness(hardness, dist.allgather_object(seen))
+                prog.hardness = update_hardness(prog.hardness, dist.allgather_object(seen))
 
-            mine_val = np.arange(dist.rank, len(val_x), dist.size)
-            probs = predict_probs(model, val_x[mine_val])
-            part = [(int(i), mask_iou(p > 0.5, val_y[i] > 0.5)) for i, p in zip(mine_val, probs, strict=True)]
-            ious = [v for _, v in sorted(pair for chunk in dist.allgather_object(part) for pair in chunk)]
-            val = summarize(ious, val_clusters, params.cluster.k)
+            ious, val = _validate(model, data, dist, params.cluster.k)
             metrics = {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
                        "images_per_s": len(mine) * dist.size / seconds,
                        **{f"val_{k}": v for k, v in val.items() if k != "n"}}
             candidate = selectable_epoch(epoch, tp)
-            history.append({"epoch": epoch + 1, **metrics, "selectable": candidate})
-            improved = candidate and val["iou_mean"] > best
+            prog.history.append({"epoch": epoch + 1, **metrics, "selectable": candidate})
+            improved = candidate and val["iou_mean"] > prog.best
             if candidate:
-                best, bad_epochs = (val["iou_mean"], 0) if improved else (best, bad_epochs + 1)
-            stop = tp.early_stop_patience > 0 and bad_epochs >= tp.early_stop_patience
-            done = stop or epoch + 1 == tp.epochs
+                prog.best, prog.bad_epochs = (val["iou_mean"], 0) if improved else (prog.best, prog.bad_epochs + 1)
+            stop = tp.early_stop_patience > 0 and prog.bad_epochs >= tp.early_stop_patience
+            prog.epoch, prog.done = epoch + 1, stop or epoch + 1 == tp.epochs
             if root:
                 log.info("epoch %d: loss %.4f val IoU %.4f (%.1f img/s)%s", epoch + 1, train_loss,
                          val["iou_mean"], metrics["images_per_s"],
@@ -306,35 +392,29 @@ def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
                 mlflow.log_metrics(metrics, step=epoch + 1)
                 if improved:
                     save_checkpoint({"state_dict": model.state_dict(), "arch": tp.model, "size": params.prepare.size,
-                           "epoch": epoch + 1, "val_iou": best, "crop_share": tp.crop_share}, out / "model.pt")
-                if (epoch + 1) % tp.overlay_every == 0 or done:
-                    shown = predict_probs(model, val_x[:8])
-                    grid = overlay_grid(val_x[:8], val_y[:8], shown, out / f"overlay_epoch{epoch + 1}.png",
+                                     "epoch": epoch + 1, "val_iou": prog.best, "crop_share": tp.crop_share},
+                                    out / "model.pt")
+                if (epoch + 1) % tp.overlay_every == 0 or prog.done:
+                    shown = predict_probs(model, data.val_x[:8])
+                    grid = overlay_grid(data.val_x[:8], data.val_y[:8], shown, out / f"overlay_epoch{epoch + 1}.png",
                                         titles=[f"{v:.3f}" for v in ious[:8]])
                     mlflow.log_artifact(str(grid), artifact_path="overlays")
-                write_json(out / "history.json", history)
-                save_checkpoint({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "fingerprint_parts": parts,
-                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(),
-                       "sampler": {"seed": tp.seed, "next_epoch": epoch + 1, "balanced": tp.balanced_sampling,
-                                   "world_size": dist.size, "hardness": hardness.tolist()},
-                       "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                               "torch": torch.get_rng_state()},
-                       "epoch": epoch + 1, "history": history, "best": best, "bad_epochs": bad_epochs,
-                       "done": done, "run_id": run_id}, out / CHECKPOINT)
+                write_json(out / "history.json", prog.history)
+                save_checkpoint(_checkpoint(model, optimizer, scheduler, fingerprint, parts, tp, dist, prog),
+                                out / CHECKPOINT)
             if stop:
-                log.info("early stop: val IoU has not improved for %d epoch(s)", bad_epochs)
+                log.info("early stop: val IoU has not improved for %d epoch(s)", prog.bad_epochs)
                 break
 
     digests = dist.allgather_object(state_digest(model))
     if len(set(digests)) != 1:
         raise RuntimeError(f"replicas diverged: weight digests per rank {digests}")
     if root:
-        write_json(out / "history.json", history)
+        write_json(out / "history.json", prog.history)
         write_json(out / "result.json", {
-            "best_val_iou": best, "epochs_run": len(history), "model_path": str(out / "model.pt"),
-            "run_id": run_id, "world_size": dist.size, "backend": dist.backend,
+            "best_val_iou": prog.best, "epochs_run": len(prog.history), "model_path": str(out / "model.pt"),
+            "run_id": prog.run_id, "world_size": dist.size, "backend": dist.backend,
             "resumed_from_epoch": state["epoch"] if state is not None else None,
-            "stopped_early": bool(history) and len(history) < tp.epochs, "fingerprint": fingerprint,
+            "stopped_early": bool(prog.history) and len(prog.history) < tp.epochs, "fingerprint": fingerprint,
             "replica_digests": digests})
-    return TrainResult(best, len(history), out / "model.pt", run_id)
+    return TrainResult(prog.best, len(prog.history), out / "model.pt", prog.run_id)
