@@ -18,7 +18,7 @@ Same machine, same run, same images, same weights (the official U²-NetP):
   decode-ahead) is timed too, for information.
   With `serve.zoom` on, products whose box covers little of the frame get a second run on that
   box (`backdrop.zoom`); the same path without it is timed too, for information.
-* torch eager: `inference.Segmenter` (PyTorch, `torch.set_num_threads(cores)`), one image at a time.
+* torch eager: `torch_engine.TorchSegmenter` (PyTorch, `torch.set_num_threads(cores)`), one image at a time.
 
 Rounds are interleaved (A B C, B C A, ...) so that load from other processes on a shared machine hits
 every method alike; throughput is the median over rounds. Also reported: the model's GMAC per image
@@ -101,11 +101,12 @@ class Backdrop:
         import dataclasses
 
         from backdrop.config import load_params
-        from backdrop.serving.onnx_fast import load_fast_segmenter
         from backdrop.serving.outputs import OutputOptions
+        from backdrop.serving.segmenter import load_segmenter
 
-        self.seg = load_fast_segmenter("official:u2netp", size=size, precision=precision)
-        self.options = OutputOptions.from_params(load_params().serve)  # serve.refine, as `backdrop remove`
+        params = load_params()
+        self.seg = load_segmenter("official:u2netp", "onnx", precision, params=params, size=size)
+        self.options = OutputOptions.from_params(params.serve)  # serve.refine, as `backdrop remove`
         if not refine:  # the same path without the edge filter (its cost, measured in the same run)
             self.options = dataclasses.replace(self.options, refine="none")
         if not zoom:  # serve.zoom as params.yaml sets it, or forced off
@@ -118,8 +119,7 @@ class Backdrop:
 
     def __call__(self, batch: list[bytes]) -> list[tuple[Image.Image, np.ndarray]]:
         from backdrop.serving.images import decode
-        from backdrop.serving.outputs import final_prob
-        from backdrop.serving.remove import compose
+        from backdrop.serving.outputs import compose, final_prob
         from backdrop.serving.review import confidence
 
         out = []
@@ -135,9 +135,11 @@ def threading_experiment(precision: str, n: int, cores: int) -> dict:
     """Model runs only: one session with `cores` intra-op threads vs `cores` sessions x 1 thread in parallel."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from backdrop.serving.onnx_fast import load_fast_segmenter, make_session
+    from backdrop.config import load_params
+    from backdrop.serving.onnx_fast import make_session
+    from backdrop.serving.segmenter import load_segmenter
 
-    seg = load_fast_segmenter("official:u2netp", precision=precision)
+    seg = load_segmenter("official:u2netp", "onnx", precision, params=load_params())
     x = np.random.default_rng(0).random((1, 3, 320, 320), dtype=np.float32)
     one = seg.session
     many = [make_session(seg.onnx_file, 1) for _ in range(cores)]
@@ -172,16 +174,21 @@ class TorchEager:
     name = "pytorch_eager_fp32"
 
     def __init__(self):
+        import dataclasses
+
         import torch
 
-        from backdrop.serving.onnx_fast import _official_cutout, available_cores
-        from backdrop.serving.torch_engine import Segmenter
+        from backdrop.config import load_params
+        from backdrop.serving.base import available_cores
+        from backdrop.serving.segmenter import load_segmenter
 
         torch.set_num_threads(available_cores())
-        self.seg = Segmenter(_official_cutout("u2netp"), 320, "torch")
+        seg = load_segmenter("official:u2netp", "torch", params=load_params())
+        # the rembg-style baseline: x/255, one pass, no TTA
+        self.seg = dataclasses.replace(seg, source="torch", scale_to_max=False, zoom_margin=0.0, flip_tta=False)
 
     def __call__(self, batch: list[bytes]) -> list[tuple[Image.Image, np.ndarray]]:
-        from backdrop.serving.remove import compose
+        from backdrop.serving.outputs import compose
 
         out = []
         for data in batch:
@@ -198,9 +205,9 @@ def conv_gmac(size: int = 320) -> float:
     import torch
     from torch import nn
 
-    from backdrop.serving.onnx_fast import _official_cutout
+    from backdrop.serving.specs import official_cutout
 
-    model = _official_cutout("u2netp")
+    model = official_cutout("u2netp")
     macs = [0]
 
     def hook(m: nn.Conv2d, _inp, out):
@@ -264,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from backdrop.config import load_params
-    from backdrop.serving.onnx_fast import available_cores
+    from backdrop.serving.base import available_cores
 
     cores = available_cores()
     params = load_params()

@@ -110,9 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     from backdrop.models.official import onnx_path
     from backdrop.models.trained import predict_probs
     from backdrop.progress import progress
-    from backdrop.serving.onnx_fast import load_fast_segmenter
     from backdrop.serving.outputs import OutputOptions, final_prob
-    from backdrop.serving.torch_engine import load_segmenter
+    from backdrop.serving.segmenter import load_segmenter
     from backdrop.zoom import object_box
 
     params = load_params()
@@ -124,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     test = held_out(params, "test", args.limit)
     rows, clusters = test.rows, test.clusters
     baseline = ort.InferenceSession(str(onnx_path("u2netp")), providers=["CPUExecutionProvider"])
-    champion = load_segmenter(args.model)
+    champion = load_segmenter(args.model, "torch", params=params)
     margin = champion.zoom_margin or params.prepare.crop_margin
     one_pass = dataclasses.replace(champion, zoom_margin=0.0)
     always_zoom = dataclasses.replace(champion, zoom_margin=margin, zoom_max_area=1.0)  # for the sweep
     # what `backdrop remove` / the API publish: the ONNX fast path at serve.precision (int8 at 320)
-    served = load_fast_segmenter(args.model, precision=params.serve.precision)
+    served = load_segmenter(args.model, "onnx", params.serve.precision, params=params)
 
     options = OutputOptions.from_params(params.serve)
 

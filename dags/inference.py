@@ -52,9 +52,11 @@ UPLOADS = Asset(
 def cut_out_uploads() -> dict:
     """One pass over the upload folder: every new photo → cut-out or review queue or failed/."""
     os.environ.setdefault("BACKDROP_PROJECT_DIR", str(PROJECT_DIR))
+    from backdrop.config import load_params
     from backdrop.serving.watch import from_params, summary
 
-    processor = from_params(upload_dir=UPLOAD_DIR)
+    processor = from_params(load_params(os.environ.get("BACKDROP_PARAMS") or PROJECT_DIR / "params.yaml"),
+                            upload_dir=UPLOAD_DIR)
     stats = processor.run_once()
     return {"run": stats.as_dict(), "ledger": summary(UPLOAD_DIR)}
 

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 BACKDROP = Path(sys.executable).parent / "backdrop"
+
+pytestmark = pytest.mark.slow  # every test runs the `backdrop` CLI in a subprocess
 
 
 def test_help_lists_every_stage():

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # horovodrun starts 2 worker processes
+
 NP = 2
 
 WORKER = textwrap.dedent(

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 HEAVY = ("torch", "mlflow", "sklearn", "great_expectations", "evidently", "dvc", "backdrop.stages",
          "pandas")
@@ -34,6 +36,7 @@ def test_training_dag_shape():
     assert dag.default_args["retries"] == 1
 
 
+@pytest.mark.slow  # one fresh interpreter (subprocess) per DAG file
 def test_dag_files_import_nothing_heavy():
     """Parsing happens constantly in the scheduler; heavy imports there slow every loop."""
     for dag_file in DAGS.glob("*.py"):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
+
+pytestmark = pytest.mark.slow  # project_cwd: the session's end-to-end pipeline run (airflow dags test)
 
 
 def test_held_out_rows_load_the_original_photo_and_vendor_mask(project_cwd):

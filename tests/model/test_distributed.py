@@ -50,6 +50,7 @@ def ddp_run(project) -> dict:
             "history": json.loads((out / "history.json").read_text())}
 
 
+@pytest.mark.slow  # `backdrop train --np 2` subprocesses (DDP)
 def test_ddp_two_processes_keep_identical_replicas_and_log_once(ddp_run, project):
     result = ddp_run["result"]
     assert result["world_size"] == 2 and result["backend"] == "ddp"
@@ -80,6 +81,7 @@ def _workers_of(out: Path) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow  # `backdrop train --np 2` subprocesses (horovodrun), SIGKILLed and resumed
 def test_horovod_killed_run_resumes_and_matches_ddp(ddp_run, project):
     params = write_params(project, "hvd", backend="horovod", **DIST_TRAIN)
     state = train_until_first_checkpoint_then_sigkill(project, params, "--np", "2")

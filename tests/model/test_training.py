@@ -342,6 +342,7 @@ def train_in_process(project: Path, params_file: Path, monkeypatch, resume: bool
     return train(parse_params(yaml.safe_load(params_file.read_text())), resume=resume)
 
 
+@pytest.mark.slow  # `backdrop train` in a subprocess, SIGKILLed
 def test_sigkilled_run_resumes_to_the_same_weights(project, monkeypatch, caplog):
     """Uninterrupted 3 epochs vs. `backdrop train` SIGKILLed after its first checkpoint, then
     resumed: same weights and history. Then a changed run refuses the checkpoint.

@@ -41,7 +41,7 @@ def test_remove_logs_predictions_and_corrections_feed_the_time_series(project_cw
     monkeypatch.setenv("BACKDROP_PARAMS", str(tmp_path / "params.yaml"))  # remove() and the CLI read these
     images = sorted((project_cwd / "data/drop/images").glob("*.jpg"))[:2]
     before = utcnow()
-    remove(images, tmp_path / "cutouts", fmt="mask")
+    remove(images, tmp_path / "cutouts", fmt="mask", params=params)
 
     store = Store.from_params(params.monitoring)
     with sessions(params.monitoring)() as s:

@@ -20,6 +20,10 @@ import subprocess
 import sys
 from urllib.parse import quote
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each case runs the sender in a fresh interpreter (subprocess)
+
 SENDER = r"""
 import json, sys
 from backdrop.config import MonitoringParams

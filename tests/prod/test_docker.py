@@ -33,6 +33,7 @@ def _compose(env_extra: dict[str, str]) -> subprocess.CompletedProcess:
                           env=env, cwd=REPO, timeout=120)
 
 
+@pytest.mark.slow  # docker-compose in a subprocess
 def test_compose_config_is_valid_and_has_the_whole_production_stack():
     proc = _compose(SECRETS)
     assert proc.returncode == 0, proc.stderr
@@ -58,6 +59,7 @@ def test_compose_config_is_valid_and_has_the_whole_production_stack():
             assert re.search(r":[\w.-]*\d", svc["image"]) and not svc["image"].endswith(":latest"), svc["image"]
 
 
+@pytest.mark.slow  # docker-compose in a subprocess
 def test_compose_refuses_to_start_without_secrets():
     proc = _compose({k: v for k, v in SECRETS.items() if k != "AIRFLOW__API_AUTH__JWT_SECRET"})
     assert proc.returncode != 0

@@ -107,6 +107,7 @@ def test_doctor_names_each_problem_and_its_fix(tmp_path):
     assert ":p@" not in proc.stdout  # passwords are redacted
 
 
+@pytest.mark.slow  # the `backdrop doctor env` CLI in a subprocess
 def test_doctor_env_prints_a_complete_production_environment():
     proc = subprocess.run([str(BIN / "backdrop"), "doctor", "env"], capture_output=True, text=True, check=True,
                           env={**_clean_env(), "BACKDROP_PROJECT_DIR": str(REPO)}, timeout=120)

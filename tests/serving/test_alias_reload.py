@@ -6,7 +6,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from .conftest import Server, env_for, jpeg_bytes, write_project
+
+pytestmark = pytest.mark.slow  # `backdrop serve` (uvicorn) in a subprocess
 
 REGISTER = """
 import mlflow, torch

@@ -8,9 +8,12 @@ import struct
 import zlib
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from .conftest import TOKEN, jpeg_bytes
+
+pytestmark = pytest.mark.slow  # every test talks to `backdrop serve` (uvicorn) in a subprocess
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -19,19 +19,21 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_onnx_agrees_with_torch_at_original_size():
+    from backdrop.config import load_params
     from backdrop.data.synth import render_item
-    from backdrop.serving.onnx_fast import _official_cutout, load_fast_segmenter
-    from backdrop.serving.torch_engine import Segmenter
+    from backdrop.serving.segmenter import load_segmenter
+    from backdrop.serving.specs import official_cutout
+    from backdrop.serving.torch_engine import TorchSegmenter
 
     size = 160  # any multiple of 32 runs on the one exported graph; smaller keeps the test quick
-    fast = load_fast_segmenter("official:u2netp", size=size)
+    fast = load_segmenter("official:u2netp", "onnx", "fp32", params=load_params(), size=size)
     assert fast.has_disagreement and fast.size == size and fast.scale_to_max
     fast.scale_to_max = False  # the PyTorch path feeds x/255 (what models trained here expect)
     # official weights never saw object crops: serve.zoom auto leaves them one pass; force the zoom
     # pass here so both engines are compared with it
     assert fast.zoom_margin == 0
     fast = dataclasses.replace(fast, zoom_margin=0.1, zoom_max_area=0.6)
-    torch_path = Segmenter(_official_cutout("u2netp"), size, "torch", fast.zoom_margin, fast.zoom_max_area)
+    torch_path = TorchSegmenter(official_cutout("u2netp"), size, "torch", fast.zoom_margin, fast.zoom_max_area)
     photos = [render_item(21, i, min_side=300, max_side=520)[0] for i in range(2)]
     preds = fast.predict_batch(photos)  # one batched session run
     for photo, pred in zip(photos, preds, strict=True):
@@ -91,12 +93,13 @@ def test_zoom_pass_segments_a_small_product_again_inside_its_box():
 
     from PIL import Image
 
+    from backdrop.config import load_params
     from backdrop.data.synth import render_item
-    from backdrop.serving.onnx_fast import load_fast_segmenter
     from backdrop.serving.preprocess import upsample
+    from backdrop.serving.segmenter import load_segmenter
     from backdrop.zoom import object_box, worth_zooming
 
-    one_pass = load_fast_segmenter("official:u2netp", size=160)
+    one_pass = load_segmenter("official:u2netp", "onnx", "fp32", params=load_params(), size=160)
     fast = replace(one_pass, zoom_margin=0.1, zoom_max_area=0.6)
     product = render_item(5, 0, min_side=300, max_side=400)[0]
     photo = Image.new("RGB", (product.width * 2, product.height * 2), (236, 236, 236))
@@ -128,7 +131,8 @@ def test_zoom_pass_is_on_for_models_trained_on_crops(tmp_path):
 
     from backdrop.config import load_params
     from backdrop.models import build_model
-    from backdrop.serving.torch_engine import load_segmenter, zoom_settings
+    from backdrop.serving.segmenter import load_segmenter
+    from backdrop.serving.specs import zoom_settings
 
     params = load_params()
     assert params.serve.zoom == "auto"
@@ -137,7 +141,7 @@ def test_zoom_pass_is_on_for_models_trained_on_crops(tmp_path):
         path = tmp_path / f"crops{share}.pt"
         torch.save({"state_dict": net.state_dict(), "arch": "u2netp", "size": 64, "epoch": 1, "val_iou": 0.5,
                     "crop_share": share}, path)
-        seg = load_segmenter(str(path))
+        seg = load_segmenter(str(path), "torch", params=params)
         assert seg.zoom_margin == (params.prepare.crop_margin if share else 0.0)
         assert seg.zoom_max_area == params.serve.zoom_max_area
     always = params.model_copy(update={"serve": params.serve.model_copy(update={"zoom": "always"})})
@@ -153,8 +157,9 @@ def test_flip_tta_averages_the_photo_and_its_mirror_image_in_both_engines():
 
     from backdrop.config import load_params
     from backdrop.data.synth import render_item
-    from backdrop.serving.onnx_fast import _official_cutout, load_fast_segmenter
-    from backdrop.serving.torch_engine import Segmenter, zoom_settings
+    from backdrop.serving.segmenter import load_segmenter
+    from backdrop.serving.specs import official_cutout, zoom_settings
+    from backdrop.serving.torch_engine import TorchSegmenter
 
     params = load_params()
     hflip = params.model_copy(update={"serve": params.serve.model_copy(update={"tta": "hflip"})})
@@ -163,7 +168,8 @@ def test_flip_tta_averages_the_photo_and_its_mirror_image_in_both_engines():
 
     photo = render_item(33, 2, min_side=300, max_side=420)[0]
     mirror = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    plain = dataclasses.replace(load_fast_segmenter("official:u2netp", size=160), flip_tta=False, zoom_margin=0.0)
+    plain = dataclasses.replace(load_segmenter("official:u2netp", "onnx", "fp32", params=params, size=160),
+                                flip_tta=False, zoom_margin=0.0)
     tta = dataclasses.replace(plain, flip_tta=True)
     x = plain.prepare([photo])
     expected = 0.5 * (plain.run(x)[0] + plain.run(np.ascontiguousarray(x[..., ::-1]))[0][..., ::-1])
@@ -172,8 +178,8 @@ def test_flip_tta_averages_the_photo_and_its_mirror_image_in_both_engines():
     a, b = tta.probabilities(photo), tta.probabilities(mirror)[:, ::-1]
     assert _iou(a > 0.5, b > 0.5) >= 0.999  # mirror-consistent (up to resampling)
 
-    torch_tta = Segmenter(_official_cutout("u2netp"), 160, "torch", flip_tta=True)
-    torch_plain = Segmenter(_official_cutout("u2netp"), 160, "torch")
+    torch_tta = TorchSegmenter(official_cutout("u2netp"), 160, "torch", flip_tta=True)
+    torch_plain = TorchSegmenter(official_cutout("u2netp"), 160, "torch")
     ref = torch_tta.probabilities(photo)
     rgb = photo.convert("RGB")
     by_hand = 0.5 * (torch_plain.single_pass(rgb) + torch_plain.single_pass(mirror.convert("RGB"))[:, ::-1])

@@ -127,18 +127,20 @@ def test_refinement_on_the_band_tiles_equals_filtering_the_whole_photo():
 
 
 def test_int8_path_agrees_with_fp32_on_held_out_photos():
+    from backdrop.config import load_params
     from backdrop.data.synth import render_item
-    from backdrop.serving.onnx_fast import load_fast_segmenter
+    from backdrop.serving.segmenter import load_segmenter
 
-    fp32 = load_fast_segmenter("official:u2netp", precision="fp32")
-    int8 = load_fast_segmenter("official:u2netp", precision="int8")  # quantized once, then cached
+    params = load_params()
+    fp32 = load_segmenter("official:u2netp", "onnx", precision="fp32", params=params)
+    int8 = load_segmenter("official:u2netp", "onnx", precision="int8", params=params)  # quantized once, then cached
     assert int8.precision == "int8" and "int8" in int8.onnx_file and fp32.precision == "fp32"
     photos = [render_item(31337, i, min_side=700, max_side=1100)[0] for i in range(3)]
     ious = [_iou(a.prob >= 0.5, b.prob >= 0.5)
             for a, b in zip(int8.predict_batch(photos), fp32.predict_batch(photos), strict=True)]
     assert min(ious) >= 0.99 and np.mean(ious) >= 0.995, ious
     # another input size cannot use the 320 px calibration: it falls back to fp32
-    assert load_fast_segmenter("official:u2netp", size=160, precision="int8").precision == "fp32"
+    assert load_segmenter("official:u2netp", "onnx", precision="int8", params=params, size=160).precision == "fp32"
 
     # the int8 region: every stage conv but the first and stage2d's concat-fed pair reads int8 weights
     import onnx
@@ -154,6 +156,7 @@ def test_int8_path_agrees_with_fp32_on_held_out_photos():
     assert sum(stage_convs.values()) == len(stage_convs) - 3 > 100
 
 
+@pytest.mark.slow  # the `backdrop remove` CLI in subprocesses
 def test_remove_cli_uses_the_fast_path_with_progress_at_original_sizes(tmp_path):
     project = write_project(tmp_path / "proj", monitoring={"record_predictions": False})
     src = project / "photos"
@@ -187,10 +190,11 @@ def test_remove_cli_uses_the_fast_path_with_progress_at_original_sizes(tmp_path)
 def test_stream_lanes_keep_order_errors_and_predictions():
     """Parallel lanes (1-thread sessions) yield items in order, hand a bad photo back in its place,
     and predict what the single session predicts."""
+    from backdrop.config import load_params
     from backdrop.data.synth import render_item
-    from backdrop.serving.onnx_fast import load_fast_segmenter
+    from backdrop.serving.segmenter import load_segmenter
 
-    seg = load_fast_segmenter("official:u2netp", precision="fp32")
+    seg = load_segmenter("official:u2netp", "onnx", precision="fp32", params=load_params())
     photos = {i: render_item(4242, i, min_side=300, max_side=420)[0] for i in range(7)}
 
     def load(i):

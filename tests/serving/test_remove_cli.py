@@ -6,9 +6,12 @@ import re
 import subprocess
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.serving.conftest import BIN, env_for, write_photos, write_project
+
+pytestmark = pytest.mark.slow  # the `backdrop remove` CLI in a subprocess
 
 
 def test_remove_a_folder_of_100_photos(tmp_path):

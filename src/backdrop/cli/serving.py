@@ -19,6 +19,9 @@ from backdrop.cli.common import load as _params
 
 log = logging.getLogger(__name__)
 
+MODEL_ENV = "BACKDROP_SERVE_MODEL"    # `backdrop serve --model` passes its choice to every worker this way
+PARAMS_ENV = "BACKDROP_SERVE_PARAMS"  # ...and `--params`: each worker loads that file once (`app_from_env`)
+
 serving_app = typer.Typer()
 
 ModelOpt = Annotated[str | None, typer.Option(
@@ -36,11 +39,11 @@ def remove(
 ) -> None:
     """Cut out product photos: writes OUT/<stem>.png at each input's original size."""
     from backdrop.serving.remove import remove as run
-    from backdrop.serving.torch_engine import NoModelError
+    from backdrop.serving.specs import NoModelError
 
     p = _params(params)
     try:
-        written = run(inputs, out, model=model, fmt=fmt or p.remove.format)
+        written = run(inputs, out, params=p, model=model, fmt=fmt or p.remove.format)
     except (NoModelError, FileNotFoundError, ValueError) as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from None
@@ -58,14 +61,23 @@ def serve(
     """HTTP API: POST /v1/remove, /v1/remove/batch; GET /healthz, /metrics, /docs."""
     import uvicorn
 
-    from backdrop.serving.api import MODEL_ENV
-
     sp = _params(params).serve
     if model:
         os.environ[MODEL_ENV] = model  # every worker process reads it (also with --workers > 1)
-    uvicorn.run("backdrop.serving.api:app_from_env", factory=True, host=host or sp.host,
+    if params:
+        os.environ[PARAMS_ENV] = str(params.resolve())
+    uvicorn.run("backdrop.cli.serving:app_from_env", factory=True, host=host or sp.host,
                 port=sp.port if port is None else port, workers=workers or sp.workers,
                 log_level="info", timeout_graceful_shutdown=10)
+
+
+def app_from_env():
+    """uvicorn factory (`backdrop serve` runs `uvicorn --factory backdrop.cli.serving:app_from_env`):
+    the params of `$BACKDROP_SERVE_PARAMS` (default: ./params.yaml or $BACKDROP_PARAMS), loaded once
+    per worker, and the model of `$BACKDROP_SERVE_MODEL` (default: serve.model)."""
+    from backdrop.serving.api import create_app
+
+    return create_app(_params(os.environ.get(PARAMS_ENV) or None), os.environ.get(MODEL_ENV) or None)
 
 
 @serving_app.command()
@@ -86,10 +98,10 @@ def watch(
 
     from backdrop.serving.watch import from_params, summary
 
-    _params(params)
+    p = _params(params)
     if fmt and fmt not in ("rgba", "white", "mask"):
         raise typer.BadParameter(f"--format {fmt!r}: rgba | white | mask")
-    proc = from_params(directory, out, review_dir, model, fmt, size, record)
+    proc = from_params(p, directory, out, review_dir, model, fmt, size, record)
     try:
         if once:
             stats = proc.run_once()
@@ -127,9 +139,10 @@ def export_onnx(
     params: ParamsOpt = None,
 ) -> None:
     """Export a model to ONNX (the fast path's format) and print where it went."""
-    from backdrop.serving.onnx_fast import load_fast_segmenter
+    from backdrop.serving.segmenter import load_segmenter
 
-    seg = load_fast_segmenter(model or _params(params).serve.model)
+    p = _params(params)
+    seg = load_segmenter(model or p.serve.model, "onnx", "fp32", params=p)  # the dynamic-size fp32 graph
     if out:
         import shutil
 

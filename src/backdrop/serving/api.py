@@ -6,7 +6,10 @@
     GET  /metrics                             Prometheus text format
     GET  /docs, /openapi.json                 OpenAPI
 
-Each worker loads the model once (at startup) and follows the registry alias (`runtime.ModelHandle`).
+`create_app(params, model)` builds the app from explicit params; `backdrop serve` runs it through the
+uvicorn factory `backdrop.cli.serving:app_from_env`, which loads `--params` once per worker. Each
+worker loads the model once (at startup, through `serving.segmenter.load_segmenter`) and follows the
+registry alias (`runtime.ModelHandle`).
 Untrusted input is refused as cheaply as possible: Content-Length and streamed byte count against
 `serve.max_upload_bytes` (413), magic bytes (415; the declared content type is ignored), the header's
 pixel count against `serve.max_pixels` before decoding (413), truncated/corrupt data (400). Every
@@ -39,14 +42,13 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from backdrop.config import ServeParams, load_params, resolve
+from backdrop.config import Params, resolve
 from backdrop.io import BadImageError
-from backdrop.serving.outputs import OutputOptions, final_prob
+from backdrop.serving.outputs import OutputOptions, compose, encode, final_prob
 from backdrop.serving.review import Confidence, ReviewQueue, confidence
 
 log = logging.getLogger(__name__)
 
-MODEL_ENV = "BACKDROP_SERVE_MODEL"  # `backdrop serve --model` passes its choice to every worker this way
 STATUS_FOR = {"empty_file": 400, "corrupt_file": 400, "not_an_image": 415, "too_large": 413,
               "missing_file": 400}
 MULTIPART_OVERHEAD = 64 * 1024
@@ -97,20 +99,20 @@ class Metrics:
         self.reloads = Gauge("backdrop_model_reloads", "alias moves picked up since start", registry=r)
 
 
-def create_app(model: str | None = None, params: ServeParams | None = None) -> FastAPI:
+def create_app(params: Params, model: str | None = None) -> FastAPI:
+    """The API for `model` (default `serve.model`) with the `serve:` settings of `params`."""
     from backdrop.serving.runtime import ModelHandle
 
-    all_params = load_params()
-    sp = params or all_params.serve
-    spec = model or os.environ.get(MODEL_ENV) or sp.model
-    handle = ModelHandle(spec, threads=sp.threads or None, refresh_s=sp.refresh_s, precision=sp.precision)
+    sp = params.serve
+    spec = model or sp.model
+    handle = ModelHandle(spec, params, threads=sp.threads or None, refresh_s=sp.refresh_s, precision=sp.precision)
     options = OutputOptions.from_params(sp)
     queue = ReviewQueue(resolve(sp.review_dir))
     metrics = Metrics()
     jobs = asyncio.Semaphore(2)  # photos decoded/composed at once: bounds memory (max_pixels each)
     started = time.time()
     recorders: dict[str, object] = {}
-    log_predictions = all_params.monitoring.record_predictions
+    log_predictions = params.monitoring.record_predictions
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -202,9 +204,6 @@ def create_app(model: str | None = None, params: ServeParams | None = None) -> F
         return decode_bytes(data, sp.max_pixels)
 
     def finish(name: str, data: bytes, photo, pred, fmt: str, source: str) -> Result:
-        from backdrop.serving.onnx_fast import encode
-        from backdrop.serving.remove import compose
-
         conf = confidence(pred.small, pred.disagreement)
         prob = final_prob(photo, pred.prob, options)
         body, media = encode(compose(photo, prob, fmt, options), fmt)
@@ -246,7 +245,7 @@ def create_app(model: str | None = None, params: ServeParams | None = None) -> F
                     continue
                 rec = recorders.get(res.model)
                 if rec is None:
-                    rec = recorders[res.model] = PredictionRecorder(load_params(), res.model)
+                    rec = recorders[res.model] = PredictionRecorder(params, res.model)
                 with tempfile.TemporaryDirectory(prefix="backdrop-api-") as tmp:
                     src = Path(tmp) / (Path(name).name or "upload")
                     src.write_bytes(data)
@@ -333,8 +332,3 @@ def create_app(model: str | None = None, params: ServeParams | None = None) -> F
     app.state.handle = handle
     app.state.queue = queue
     return app
-
-
-def app_from_env() -> FastAPI:
-    """uvicorn factory (`backdrop serve` runs `uvicorn --factory backdrop.serving.api:app_from_env`)."""
-    return create_app()

@@ -9,24 +9,23 @@
   with decoding and with other processes, so spinning threads only steal time).
 * `FastSegmenter` does batched preprocessing (resize with PIL's reducing gap: `reduce()` then
   LANCZOS), one session run per batch, and upsamples each probability map to its photo's size. It is
-  a drop-in for `backdrop.serving.torch_engine.Segmenter` (`probabilities(photo)`, `size`, `source`);
-  `stream()` overlaps decoding/resizing of the next batch with the current session run, or, with
-  `workers > 1` (`remove.workers`), runs that many single-threaded lanes side by side. With the
-  zoom pass on (`serve.zoom`: by default for models trained on object crops), a product whose box
-  covers at most `serve.zoom_max_area` of the frame is segmented again on that box
-  (`backdrop.zoom`), on the same session or lane.
+  one of the engines behind the `backdrop.serving.base.Segmenter` protocol (built by the factory
+  `backdrop.serving.segmenter.load_segmenter` from a resolved spec, `from_source`); `stream()`
+  overlaps decoding/resizing of the next batch with the current session run, or, with `workers > 1`
+  (`remove.workers`), runs that many single-threaded lanes side by side. With the zoom pass on
+  (`serve.zoom`: by default for models trained on object crops), a product whose box covers at most
+  `serve.zoom_max_area` of the frame is segmented again on that box (`backdrop.zoom`), on the same
+  session or lane.
 * `precision="int8"` (`serve.precision`) runs a quantized copy of a static 320 px export
   (`backdrop.serving.quantize`: the RSU stages in uint8, the sensitive nodes fp32).
 
-Model specs accepted by `load_fast_segmenter`: `official:u2netp` / `official:u2net` (the official
-weights with the official preprocessing — each photo divided by its maximum — no registry needed), an `.onnx` file, and everything `backdrop.serving.torch_engine.load_segmenter`
-takes (`champion`, `models:/...`, a `model.pt`).
+Model specs (`champion`, `models:/...`, a `model.pt`, `official:u2netp`, an `.onnx` file) are
+resolved in `backdrop.serving.specs`; this module only builds sessions from what they name.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import threading
@@ -36,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from backdrop.serving.preprocess import photo_from_path, to_input, upsample  # noqa: F401
+from backdrop.serving.base import Prediction, available_cores
+from backdrop.serving.preprocess import to_input, upsample
+from backdrop.serving.specs import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +45,6 @@ OPSET = 17  # onnxruntime 1.32 runs opsets up to 23; 17 is what the TorchScript 
 EXPORT_VERSION = "3"  # bump when the exported graph changes (part of the cache key)
 SIDES_FOR_DISAGREEMENT = 3  # the finest side outputs; the coarse ones always disagree at edges
 PRECISIONS = ("fp32", "int8")
-
-
-def available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def cache_dir() -> Path:
@@ -184,28 +178,13 @@ def make_session(path: Path | str, threads: int | None = None, spinning: bool = 
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-# ------------------------------------------------------------------------------------- preprocessing
-
-
-
-
-
-
-
-
 # ------------------------------------------------------------------------------------------ segmenter
 
 
 @dataclass
-class Prediction:
-    prob: np.ndarray          # float32 (H,W) at the photo's size
-    small: np.ndarray         # float32 (S,S) at the model's size
-    disagreement: float | None  # side outputs vs fused (relative to foreground area); None if unknown
-
-
-@dataclass
 class FastSegmenter:
-    """onnxruntime session + batched pre/post-processing; thread-safe (runs are serialised)."""
+    """onnxruntime session + batched pre/post-processing; thread-safe (runs are serialised).
+    Implements `backdrop.serving.base.Segmenter`."""
 
     session: object
     size: int
@@ -349,16 +328,8 @@ class FastSegmenter:
         return self.predict_batch([photo])[0].prob
 
 
-def _official_cutout(name: str):
-    from backdrop.models import build_model
-    from backdrop.models.cutout import CutoutModel
-
-    return CutoutModel(build_model(name, init="official"), 320, name).eval()
-
-
-def segmenter_from_model(model, size: int, source: str, threads: int | None = None,
-                         precision: str = "fp32", scale_to_max: bool = False,
-                         zoom: dict | None = None) -> FastSegmenter:
+def _from_model(model, size: int, source: str, threads: int | None = None, precision: str = "fp32",
+                scale_to_max: bool = False, zoom: dict | None = None) -> FastSegmenter:
     """fp32: the dynamic-size export. int8: the static 320 export, quantized (`serving.quantize`);
     at another size int8 falls back to fp32 (the quantized graph is calibrated at 320; the same rule
     quantized and calibrated at 160 px agreed with fp32 at IoU 0.575 on one of 3 test photos)."""
@@ -379,8 +350,8 @@ def segmenter_from_model(model, size: int, source: str, threads: int | None = No
                          precision=precision, **(zoom or {}))
 
 
-def segmenter_from_onnx(path: Path, source: str | None = None, threads: int | None = None,
-                        size: int | None = None, zoom: dict | None = None) -> FastSegmenter:
+def _from_onnx(path: Path, source: str | None = None, threads: int | None = None,
+               size: int | None = None, zoom: dict | None = None) -> FastSegmenter:
     session = make_session(path, threads)
     inp = session.get_inputs()[0]
     size = size or (inp.shape[-1] if isinstance(inp.shape[-1], int) else 320)
@@ -391,35 +362,13 @@ def segmenter_from_onnx(path: Path, source: str | None = None, threads: int | No
                          **(zoom or {}))
 
 
-def load_fast_segmenter(spec: str = "champion", threads: int | None = None,
-                        size: int | None = None, precision: str = "fp32") -> FastSegmenter:
-    """A FastSegmenter for a model spec (see the module doc); exports once per weights, then cached.
+def from_source(ms: ModelSource, threads: int | None = None, size: int | None = None,
+                precision: str = "fp32") -> FastSegmenter:
+    """The fast segmenter of a resolved spec (`specs.resolve`): exports once per weights, then cached.
 
     `size` overrides the model's input size (default: the size it was trained at; 320 for official).
     `precision` is `fp32` or `int8` (`serve.precision`; see `backdrop.serving.quantize`).
     """
-    if size is not None and (size < 32 or size % 32):
-        raise ValueError(f"size {size}: must be a multiple of 32 (U²-Net pools 5 times)")
-    from backdrop.config import load_params
-    from backdrop.serving.torch_engine import load_segmenter, zoom_settings
-
-    zoom = zoom_settings(load_params(), trained_on_crops=False)  # official weights, bare .onnx files
-    if spec.startswith("official:"):
-        name = spec.split(":", 1)[1]
-        return segmenter_from_model(_official_cutout(name), size or 320, spec, threads, precision, True, zoom)
-    if spec.endswith(".onnx"):
-        return segmenter_from_onnx(Path(spec), threads=threads, size=size, zoom=zoom)
-    base = load_segmenter(spec)  # decides the zoom pass from the model's training params
-    return segmenter_from_model(base.model, size or base.size, base.source, threads, precision,
-                                zoom={"zoom_margin": base.zoom_margin, "zoom_max_area": base.zoom_max_area,
-                                      "zoom_blend": base.zoom_blend, "flip_tta": base.flip_tta})
-
-
-def encode(image, fmt: str) -> tuple[bytes, str]:
-    """A composed output as file bytes: PNG for rgba/mask, JPEG for white."""
-    buf = io.BytesIO()
-    if fmt == "white":
-        image.save(buf, format="JPEG", quality=92, optimize=False)
-        return buf.getvalue(), "image/jpeg"
-    image.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue(), "image/png"
+    if ms.onnx_file is not None:
+        return _from_onnx(ms.onnx_file, ms.source, threads, size or ms.size, ms.zoom)
+    return _from_model(ms.model, size or ms.size, ms.source, threads, precision, ms.scale_to_max, ms.zoom)

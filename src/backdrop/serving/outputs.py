@@ -260,3 +260,15 @@ def compose(photo, prob: np.ndarray, fmt: str = "rgba", options: OutputOptions |
     out = photo.convert("RGB") if photo.mode != "RGB" else photo.copy()
     out.putalpha(Image.fromarray(alpha, mode="L"))
     return out
+
+
+def encode(image, fmt: str) -> tuple[bytes, str]:
+    """A composed output as file bytes: PNG for rgba/mask, JPEG for white."""
+    import io
+
+    buf = io.BytesIO()
+    if fmt == "white":
+        image.save(buf, format="JPEG", quality=92, optimize=False)
+        return buf.getvalue(), "image/jpeg"
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue(), "image/png"

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from backdrop.io import sha256_file
+
 log = logging.getLogger(__name__)
 
 QUANT_VERSION = "2"
@@ -74,14 +76,6 @@ def calibration_inputs(n: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED
             for i in range(n)]
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def quantize_int8(fp32_static: Path, dest: Path | None = None, inputs: list[np.ndarray] | None = None,
                   n_calibration: int = CALIBRATION_IMAGES, scale_to_max: bool = True) -> Path:
     """QDQ int8 copy of a static-shape fp32 export (per-channel int8 weights, uint8 activations),
@@ -97,7 +91,7 @@ def quantize_int8(fp32_static: Path, dest: Path | None = None, inputs: list[np.n
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     fp32_static = Path(fp32_static)
-    key = hashlib.sha256(f"{QUANT_VERSION}|{_file_hash(fp32_static)}|{','.join(INT8_OP_TYPES)}|"
+    key = hashlib.sha256(f"{QUANT_VERSION}|{sha256_file(fp32_static)}|{','.join(INT8_OP_TYPES)}|"
                          f"{n_calibration}|{scale_to_max}|{inputs is None}".encode()).hexdigest()[:16]
     dest = Path(dest) if dest else fp32_static.with_name(f"{fp32_static.stem}-int8-{key}.onnx")
     if dest.is_file():

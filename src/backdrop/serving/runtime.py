@@ -1,10 +1,11 @@
 """One loaded model per process that follows the registry alias without a restart.
 
-`ModelHandle("champion")` resolves the alias to a version (`models:/backdrop-u2net/7`), loads that
-version through the fast ONNX path, and afterwards asks the registry at most every `refresh_s`
-seconds which version the alias points at — one cheap metadata query. When it moved, the new version
-is loaded next to the old one and swapped in atomically; requests in flight keep the segmenter they
-started with. Other specs (a file, `official:u2netp`, `models:/name/N`) never change.
+`ModelHandle("champion", params)` resolves the alias to a version (`models:/backdrop-u2net/7`), loads
+that version through the segmenter factory (`serving.segmenter.load_segmenter`, ONNX engine), and
+afterwards asks the registry at most every `refresh_s` seconds which version the alias points at —
+one cheap metadata query. When it moved, the new version is loaded next to the old one and swapped
+in atomically; requests in flight keep the segmenter they started with. Other specs (a file,
+`official:u2netp`, `models:/name/N`) never change.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-from backdrop.serving.onnx_fast import FastSegmenter, load_fast_segmenter
+from backdrop.config import Params, tracking_uri
+from backdrop.serving.base import Segmenter
+from backdrop.serving.segmenter import load_segmenter
+from backdrop.serving.specs import registry_uri
 
 log = logging.getLogger(__name__)
 
@@ -25,56 +29,51 @@ class AliasRef:
     alias: str
 
 
-def alias_ref(spec: str) -> AliasRef | None:
+def alias_ref(spec: str, params: Params) -> AliasRef | None:
     """The (model name, alias) a spec follows, or None for a fixed model."""
-    from backdrop.config import load_params
-
-    rp = load_params().register_
-    if spec == rp.alias:
-        return AliasRef(rp.model_name, rp.alias)
-    if spec.startswith("models:/") and "@" in spec:
-        name, alias = spec[len("models:/"):].split("@", 1)
+    uri = registry_uri(spec, params)  # `champion` → models:/<register.model_name>@<register.alias>
+    if uri.startswith("models:/") and "@" in uri:
+        name, alias = uri[len("models:/"):].split("@", 1)
         return AliasRef(name, alias)
     return None
 
 
-def resolve_alias(ref: AliasRef) -> str:
+def resolve_alias(ref: AliasRef, params: Params) -> str:
     """The version number the alias points at now (one registry query)."""
     from mlflow import MlflowClient
 
-    from backdrop.config import load_params, tracking_uri
-
-    client = MlflowClient(tracking_uri=tracking_uri(load_params()))
+    client = MlflowClient(tracking_uri=tracking_uri(params))
     return str(client.get_model_version_by_alias(ref.name, ref.alias).version)
 
 
 class ModelHandle:
-    def __init__(self, spec: str, threads: int | None = None, refresh_s: float = 30.0, precision: str = "fp32"):
+    def __init__(self, spec: str, params: Params, threads: int | None = None, refresh_s: float = 30.0,
+                 precision: str = "fp32"):
         self.spec = spec
+        self.params = params
         self.precision = precision
         self.threads = threads or None
         self.refresh_s = refresh_s
-        self.ref = alias_ref(spec)
+        self.ref = alias_ref(spec, params)
         self.version: str | None = None
         self.loaded_at = 0.0
         self.reloads = 0
-        self._segmenter: FastSegmenter | None = None
+        self._segmenter: Segmenter | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- loading
-    def _load(self, version: str | None) -> FastSegmenter:
-        if self.ref is None:
-            return load_fast_segmenter(self.spec, self.threads, precision=self.precision)
-        uri = f"models:/{self.ref.name}/{version}"
-        seg = load_fast_segmenter(uri, self.threads, precision=self.precision)
-        seg.source = uri
+    def _load(self, version: str | None) -> Segmenter:
+        spec = self.spec if self.ref is None else f"models:/{self.ref.name}/{version}"
+        seg = load_segmenter(spec, "onnx", self.precision, params=self.params, threads=self.threads)
+        if self.ref is not None:
+            seg.source = spec
         return seg
 
-    def load(self) -> FastSegmenter:
-        version = resolve_alias(self.ref) if self.ref else None
+    def load(self) -> Segmenter:
+        version = resolve_alias(self.ref, self.params) if self.ref else None
         seg = self._load(version)
         with self._lock:
             self._segmenter, self.version, self.loaded_at = seg, version, time.time()
@@ -83,7 +82,7 @@ class ModelHandle:
         return seg
 
     @property
-    def segmenter(self) -> FastSegmenter:
+    def segmenter(self) -> Segmenter:
         seg = self._segmenter
         return seg if seg is not None else self.load()
 
@@ -93,7 +92,7 @@ class ModelHandle:
             return False
         self._checked = time.monotonic()
         try:
-            version = resolve_alias(self.ref)
+            version = resolve_alias(self.ref, self.params)
         except Exception as exc:  # registry briefly unreachable: keep serving what we have
             log.warning("cannot resolve %s@%s: %s", self.ref.name, self.ref.alias, exc)
             return False

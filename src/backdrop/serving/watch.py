@@ -24,7 +24,6 @@ folder (`review.py`). Every cut-out is written to the prediction log (monitoring
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import logging
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backdrop.config import Params
 from backdrop.io import BadImageError, atomic_path
 
 log = logging.getLogger(__name__)
@@ -127,26 +127,19 @@ class Ledger:
 @contextmanager
 def folder_lock(state: Path, wait_s: float | None):
     """Exclusive lock on an upload folder; wait_s=None fails at once when another process holds it."""
+    from filelock import FileLock, Timeout
+
     state.mkdir(parents=True, exist_ok=True)
-    fh = open(state / "lock", "a+")  # noqa: SIM115
-    deadline = time.monotonic() + (wait_s or 0)
+    lock = FileLock(state / "lock", timeout=0 if wait_s is None else wait_s)
     try:
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if wait_s is None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{state.parent}: another backdrop process is working on this folder "
-                                       f"(lock {state / 'lock'})") from None
-                time.sleep(0.5)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
+        lock.acquire()
+    except Timeout:
+        raise RuntimeError(f"{state.parent}: another backdrop process is working on this folder "
+                           f"(lock {state / 'lock'})") from None
+    try:
         yield
     finally:
-        fh.close()  # releases the flock
+        lock.release()
 
 
 def embedded_sha(path: Path) -> str | None:
@@ -209,7 +202,11 @@ class _Pending:
 
 @dataclass
 class UploadProcessor:
-    """Processes an upload folder; `run_once` is one pass (the DAG task), `watch` loops on file events."""
+    """Processes an upload folder; `run_once` is one pass (the DAG task), `watch` loops on file events.
+
+    `params` (keyword-only) gives the model's pass settings and `serve.precision`, the output options
+    (`serve:`) and the prediction log (`monitoring:`); `from_params` fills the rest from it too.
+    """
 
     upload_dir: Path
     out_dir: Path
@@ -225,6 +222,7 @@ class UploadProcessor:
     record: bool | None = None  # None: monitoring.record_predictions
     retry_delay_s: float = 1.0
     stats: Stats = field(default_factory=Stats)
+    params: Params = field(kw_only=True, repr=False)
 
     def __post_init__(self) -> None:
         self.upload_dir = Path(self.upload_dir).resolve()
@@ -242,26 +240,21 @@ class UploadProcessor:
     @property
     def segmenter(self):
         if self._segmenter is None:
-            from backdrop.config import load_params
-            from backdrop.serving.onnx_fast import load_fast_segmenter
+            from backdrop.serving.segmenter import load_segmenter
 
-            self._segmenter = load_fast_segmenter(self.model, size=self.size,
-                                                  precision=load_params().serve.precision)
+            self._segmenter = load_segmenter(self.model, "onnx", params=self.params, size=self.size)
         return self._segmenter
 
     def _recording(self) -> bool:
-        from backdrop.config import load_params
-
-        return load_params().monitoring.record_predictions if self.record is None else self.record
+        return self.params.monitoring.record_predictions if self.record is None else self.record
 
     def _record(self, path: Path, photo, prob) -> bool:
         if not self._recording():
             return False
         if self._recorder is None:
-            from backdrop.config import load_params
             from backdrop.data.predlog import PredictionRecorder
 
-            self._recorder = PredictionRecorder(load_params(), self.segmenter.source)
+            self._recorder = PredictionRecorder(self.params, self.segmenter.source)
         self._recorder.record(path, photo, prob)
         return True
 
@@ -392,13 +385,11 @@ class UploadProcessor:
         log.error("%s: failed after %d attempt(s) (%s); moved to %s", item.path.name, attempts, exc, dest)
 
     def _process_batch(self, batch: list[_Pending]) -> None:
-        from backdrop.config import load_params
         from backdrop.serving.images import decode
-        from backdrop.serving.outputs import OutputOptions, final_prob
-        from backdrop.serving.remove import compose
+        from backdrop.serving.outputs import OutputOptions, compose, final_prob
         from backdrop.serving.review import ReviewQueue, confidence
 
-        options = OutputOptions.from_params(load_params().serve)
+        options = OutputOptions.from_params(self.params.serve)
 
         seg = self.segmenter
         ready = []
@@ -514,19 +505,20 @@ class UploadProcessor:
                 self.ledger.close()
 
 
-def from_params(upload_dir: Path | None = None, out_dir: Path | None = None, review_dir: Path | None = None,
-                model: str | None = None, fmt: str | None = None, size: int | None = None,
-                record: bool | None = None) -> UploadProcessor:
-    from backdrop.config import load_params, resolve
+def from_params(params: Params, upload_dir: Path | None = None, out_dir: Path | None = None,
+                review_dir: Path | None = None, model: str | None = None, fmt: str | None = None,
+                size: int | None = None, record: bool | None = None) -> UploadProcessor:
+    """An UploadProcessor with the `serve:` settings of `params` for everything not given."""
+    from backdrop.config import resolve
 
-    sp = load_params().serve
+    sp = params.serve
     return UploadProcessor(
         upload_dir=Path(upload_dir) if upload_dir else resolve(sp.upload_dir),
         out_dir=Path(out_dir) if out_dir else resolve(sp.out_dir),
         review_dir=Path(review_dir) if review_dir else resolve(sp.review_dir),
         model=model or sp.model, fmt=fmt or sp.format, size=size, batch_size=sp.batch_size,
         retries=sp.watch_retries, settle_s=sp.watch_settle_s, review_threshold=sp.review_threshold,
-        max_pixels=sp.max_pixels, record=record)
+        max_pixels=sp.max_pixels, record=record, params=params)
 
 
 def summary(upload_dir: Path) -> dict:

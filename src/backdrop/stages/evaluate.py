@@ -67,12 +67,3 @@ def evaluate(params: Params) -> EvaluateResult:
         mlflow.log_artifact(str(out / "per_image.csv"), artifact_path="evaluation")
     log.info("evaluate: test IoU %.4f over %d images", metrics["iou_mean"], metrics["n"])
     return EvaluateResult(metrics)
-
-
-def load_metrics(params: Params) -> dict[str, float]:
-    path = resolve(params.evaluate.out_dir) / "eval.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no evaluation yet (run `backdrop evaluate`)")
-    return json.loads(path.read_text())
-
-

@@ -59,26 +59,38 @@ def champion_metrics(client, name: str, alias: str) -> tuple[str | None, dict | 
     return version.version, json.loads(version.tags.get("test_metrics", "null"))
 
 
-def export_checked_onnx(cutout, size: int) -> tuple[Path, float]:
-    """The serving export of a registered model, checked against PyTorch on one input.
+def export_checked_onnx(cutout, size: int, model_file: Path, params: Params) -> tuple[Path, float]:
+    """The serving export of a registered model (`cutout`, loaded from `model_file`), checked
+    against PyTorch on one input.
 
-    The file lands in the export cache (keyed by the weights), not in a DVC output of the pipeline.
-    Returns the file and the max abs difference of the probabilities (float32 rounding, ~1e-6).
+    The export is the one serving loads (the segmenter factory, fp32 ONNX engine): it lands in the
+    export cache (keyed by the weights), not in a DVC output of the pipeline. Returns the file and the
+    max abs difference of the probabilities (float32 rounding, ~1e-6).
     """
     import numpy as np
     import torch
 
-    from backdrop.serving.onnx_fast import export_onnx, make_session
+    from backdrop.serving.segmenter import load_segmenter
 
-    path = export_onnx(cutout, size)
+    seg = load_segmenter(str(model_file), "onnx", "fp32", params=params)
+    path = Path(seg.onnx_file)
     x = np.random.default_rng(1).random((2, 3, size, size), dtype=np.float32)
     with torch.inference_mode():
         want = cutout(torch.from_numpy(x)).numpy()
-    got = make_session(path).run(["prob"], {"image": x})[0]
+    got = seg.session.run(["prob"], {"image": x})[0]
     diff = float(np.abs(got - want).max())
     if diff > 1e-3:
         raise RuntimeError(f"{path}: ONNX export disagrees with PyTorch (max abs diff {diff:.2e})")
     return path, diff
+
+
+def evaluated_metrics(params: Params) -> dict[str, float]:
+    """The evaluate stage's test metrics (`<evaluate.out_dir>/eval.json`), read from its output file
+    rather than imported from `stages.evaluate` (stages are independent)."""
+    path = resolve(params.evaluate.out_dir) / "eval.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no evaluation yet (run `backdrop evaluate`)")
+    return json.loads(path.read_text())
 
 
 def register(params: Params) -> RegisterResult:
@@ -90,13 +102,12 @@ def register(params: Params) -> RegisterResult:
     from backdrop import tracking
     from backdrop.models.cutout import CutoutModel
     from backdrop.models.trained import load_trained
-    from backdrop.stages.evaluate import load_metrics
 
     rp = params.register_
     train_out = resolve(params.train.out_dir)
     net, meta = load_trained(train_out / "model.pt")
     cutout = CutoutModel(net, size=meta["size"], arch=meta["arch"]).eval()
-    metrics = load_metrics(params)
+    metrics = evaluated_metrics(params)
     run_id = json.loads((train_out / "run.json").read_text())["run_id"]
 
     tracking.setup(params)
@@ -114,7 +125,7 @@ def register(params: Params) -> RegisterResult:
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "backdrop"],
             metadata={"size": meta["size"], "arch": meta["arch"]})
         version = str(info.registered_model_version)
-        onnx_path, onnx_diff = export_checked_onnx(cutout, meta["size"])
+        onnx_path, onnx_diff = export_checked_onnx(cutout, meta["size"], train_out / "model.pt", params)
         mlflow.log_artifact(str(onnx_path), artifact_path="onnx")
         mlflow.log_metric("onnx_max_abs_diff", onnx_diff)
         mlflow.set_tags({"gate.promoted": decision.promote, "gate.reason": decision.reason,

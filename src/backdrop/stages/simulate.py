@@ -61,7 +61,7 @@ def simulate_batch(params: Params, n: int, seed: int, start_index: int = 0, *, s
     from backdrop.data.synth import render_item
     from backdrop.io import open_image
     from backdrop.monitoring.corrections import add_correction
-    from backdrop.serving.torch_engine import load_segmenter
+    from backdrop.serving.segmenter import load_segmenter
 
     mp, sp = params.monitoring, params.synth
     white, black = ((mp.simulate_shift_white_share, mp.simulate_shift_black_share) if shift
@@ -70,7 +70,7 @@ def simulate_batch(params: Params, n: int, seed: int, start_index: int = 0, *, s
     work = resolve(mp.inbox_dir).parent / "simulate" / f"seed-{seed}"
     (work / "images").mkdir(parents=True, exist_ok=True)
     (work / "masks").mkdir(parents=True, exist_ok=True)
-    segmenter = load_segmenter(model)
+    segmenter = load_segmenter(model, "torch", params=params)  # PyTorch eager: no export for a batch
     recorder = PredictionRecorder(params, segmenter.source)
     batch = SimBatch(at)
     for index in range(start_index, start_index + n):
