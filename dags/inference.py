@@ -9,7 +9,8 @@ atomic outputs, retries then `failed/`, review routing, prediction log. So every
 exactly once, however many events arrive, and a run killed midway is completed by the next one.
 
 Run the triggerer (`airflow triggerer`, part of `airflow standalone`) for the watcher to fire.
-Parsing imports only the stdlib, yaml, the Airflow SDK and the trigger module (stdlib + Airflow).
+Parsing imports only the stdlib, the Airflow SDK, the trigger module (stdlib + Airflow) and
+`backdrop.config` (params.yaml read as the CLI reads it: YAML 1.2, errors name the key).
 """
 
 from __future__ import annotations
@@ -19,22 +20,17 @@ from datetime import timedelta
 from pathlib import Path
 
 import pendulum
-import yaml
 from airflow.sdk import Asset, AssetWatcher, dag, task
 
+from backdrop.config import load_params
 from backdrop.serving.trigger import UploadFolderTrigger
 
 PROJECT_DIR = Path(os.environ.get("BACKDROP_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 
 
-def _section(name: str) -> dict:
-    with open(PROJECT_DIR / "params.yaml") as fh:
-        return (yaml.safe_load(fh) or {}).get(name) or {}
-
-
-_serve = _section("serve")
-_airflow = _section("airflow")
-UPLOAD_DIR = Path(_serve.get("upload_dir", "uploads"))
+PARAMS_FILE = Path(os.environ.get("BACKDROP_PARAMS") or PROJECT_DIR / "params.yaml")
+_params = load_params(PARAMS_FILE)
+UPLOAD_DIR = _params.serve.upload_dir
 UPLOAD_DIR = UPLOAD_DIR if UPLOAD_DIR.is_absolute() else PROJECT_DIR / UPLOAD_DIR
 
 UPLOADS = Asset(
@@ -42,21 +38,19 @@ UPLOADS = Asset(
     uri=UPLOAD_DIR.as_uri(),
     watchers=[AssetWatcher(
         name="backdrop_upload_folder",
-        trigger=UploadFolderTrigger(str(UPLOAD_DIR), poke_interval=float(_serve.get("watch_poke_s", 2.0)),
-                                    settle_s=float(_serve.get("watch_settle_s", 0.5))),
+        trigger=UploadFolderTrigger(str(UPLOAD_DIR), poke_interval=_params.serve.watch_poke_s,
+                                    settle_s=_params.serve.watch_settle_s),
     )],
 )
 
 
-@task(retries=int(_airflow.get("retries", 1)), retry_delay=timedelta(seconds=30))
+@task(retries=_params.airflow.retries, retry_delay=timedelta(seconds=30))
 def cut_out_uploads() -> dict:
     """One pass over the upload folder: every new photo → cut-out or review queue or failed/."""
     os.environ.setdefault("BACKDROP_PROJECT_DIR", str(PROJECT_DIR))
-    from backdrop.config import load_params
     from backdrop.serving.watch import from_params, summary
 
-    processor = from_params(load_params(os.environ.get("BACKDROP_PARAMS") or PROJECT_DIR / "params.yaml"),
-                            upload_dir=UPLOAD_DIR)
+    processor = from_params(load_params(PARAMS_FILE), upload_dir=UPLOAD_DIR)
     stats = processor.run_once()
     return {"run": stats.as_dict(), "ledger": summary(UPLOAD_DIR)}
 
