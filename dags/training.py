@@ -28,6 +28,10 @@ _env = {
     "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
     "BACKDROP_PROJECT_DIR": str(PROJECT_DIR),
     "PYTHONUNBUFFERED": "1",
+    # names the MLflow run (`nightly-2026-12-03-0200`): the cron, the monitoring DAG's retrain request,
+    # or a run someone started (`-c '{"run_kind": "train-full"}'` names it explicitly)
+    "BACKDROP_RUN_KIND": "{{ (dag_run.conf or {}).get('run_kind') or {'scheduled': 'nightly', "
+                         "'asset_triggered': 'drift-retrain'}.get(dag_run.run_type, 'manual') }}",
 }
 
 

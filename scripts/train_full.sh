@@ -36,6 +36,7 @@ esac
 step "1/3 data: $N synthetic product photos + masks in data/drop"
 backdrop data synth --n "$N" --seed 2024
 
+export BACKDROP_RUN_KIND=train-full  # names the MLflow run train-full-<date>
 step "2/3 dvc exp run $NAME, $PRECISION schedule (ingest → validate → prepare 320 → cluster → train → evaluate → register)"
 dvc exp run --name "$NAME" \
   -S prepare.size=320 \

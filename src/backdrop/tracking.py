@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 from backdrop.config import Params, project_dir, resolve, tracking_uri
@@ -15,10 +17,28 @@ def setup(params: Params) -> str:
     mlflow.set_tracking_uri(tracking_uri(params))
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(params.mlflow.experiment)
-    if exp is not None:
-        return exp.experiment_id
-    return client.create_experiment(params.mlflow.experiment,
-                                    artifact_location=artifact_location(params, params.mlflow.experiment))
+    if exp is None:
+        return client.create_experiment(params.mlflow.experiment, tags={EXPERIMENT_KIND: MODEL_TRAINING},
+                                        artifact_location=artifact_location(params, params.mlflow.experiment))
+    if exp.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # an experiment made before the tag existed
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    return exp.experiment_id
+
+
+# MLflow 3's UI opens an experiment on its GenAI pages (traces) unless it is marked for model training.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+RUN_KIND_ENV = "BACKDROP_RUN_KIND"  # nightly | drift-retrain | train-full | manual (set by the DAG / scripts)
+
+
+def run_name(now: datetime | None = None) -> str:
+    """`nightly-2026-12-03`: what started the run and when, so runs read apart in the MLflow UI."""
+    kind = os.environ.get(RUN_KIND_ENV) or "manual"
+    return f"{kind}-{(now or datetime.now(UTC)):%Y-%m-%d-%H%M}"
+
+
+def data_version(lineage: dict[str, str], out: str) -> str:
+    """The md5 DVC recorded for a stage output (`data/prepared`), or `untracked` outside `dvc repro`."""
+    return next((md5 for key, md5 in lineage.items() if key.endswith("." + out) and md5), "untracked")
 
 
 def artifact_location(params: Params, experiment: str) -> str:

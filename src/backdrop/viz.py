@@ -6,18 +6,24 @@ from pathlib import Path
 
 import numpy as np
 
+HEADERS = ("photo", "vendor mask", "prediction", "cut-out")
+
 
 def overlay_grid(photos: np.ndarray, truths: np.ndarray, preds: np.ndarray, path: Path,
                  titles: list[str] | None = None, max_rows: int = 8) -> Path:
-    """Rows of (photo, truth, prediction, cut-out on checkerboard); photos uint8 (N,H,W,3), masks (N,H,W) in [0,1]."""
+    """Rows of (photo, truth, prediction, cut-out on checkerboard) under a header naming the columns;
+    photos uint8 (N,H,W,3), masks (N,H,W) in [0,1]."""
     from PIL import Image, ImageDraw
 
     n = min(len(photos), max_rows)
     h, w = photos.shape[1:3]
-    sheet = Image.new("RGB", (4 * w, n * h), "white")
+    top = 16  # header row
+    sheet = Image.new("RGB", (4 * w, top + n * h), "white")
     yy, xx = np.mgrid[0:h, 0:w]
     checker = np.where(((yy // 8 + xx // 8) % 2)[..., None] == 0, 200, 255).astype(np.float32)
     draw = ImageDraw.Draw(sheet)
+    for j, header in enumerate(HEADERS):
+        draw.text((j * w + 4, 2), header, fill=(0, 0, 0))
     for i in range(n):
         truth = (np.clip(truths[i], 0, 1) * 255).astype(np.uint8)
         pred = np.clip(preds[i], 0, 1)
@@ -25,9 +31,9 @@ def overlay_grid(photos: np.ndarray, truths: np.ndarray, preds: np.ndarray, path
         tiles = [photos[i], np.repeat(truth[..., None], 3, -1),
                  np.repeat((pred * 255).astype(np.uint8)[..., None], 3, -1), cut.astype(np.uint8)]
         for j, tile in enumerate(tiles):
-            sheet.paste(Image.fromarray(tile), (j * w, i * h))
+            sheet.paste(Image.fromarray(tile), (j * w, top + i * h))
         if titles:
-            draw.text((3, i * h + 2), titles[i], fill=(255, 0, 0))
+            draw.text((3, top + i * h + 2), titles[i], fill=(255, 0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
@@ -35,23 +41,25 @@ def overlay_grid(photos: np.ndarray, truths: np.ndarray, preds: np.ndarray, path
 
 def cluster_bars(per_cluster: dict[str, float], names: dict[str, str], path: Path,
                  title: str, target: float = 0.99) -> Path:
-    """Bar chart of IoU per cluster with the 99 % target line."""
+    """One horizontal bar per cluster (its name and IoU written out) against the 99 % target line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = sorted(per_cluster, key=int)
-    labels = [f"c{k}\n{names.get(k, '')}" for k in keys]
+    keys = sorted(per_cluster, key=int, reverse=True)  # c0 on top
+    labels = [f"c{k} {names.get(k, '')}".strip() for k in keys]
     values = [per_cluster[k] for k in keys]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys)), 4))
-    ax.bar(labels, values, color=["#2a9d8f" if v >= target else "#e76f51" for v in values])
-    ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:.0%}")
-    ax.set_ylim(max(0.0, min(values + [target]) - 0.1), 1.0)
-    ax.set_ylabel("IoU")
+    # horizontal bars: long cluster names stay readable instead of overlapping under the axis
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(keys) + 1.5))
+    bars = ax.barh(labels, values, color=["#2a9d8f" if v >= target else "#e76f51" for v in values])
+    ax.bar_label(bars, labels=[f"{v:.4f}" for v in values], padding=3, fontsize=8)
+    ax.axvline(target, color="black", linestyle="--", linewidth=1, label=f"target {target:.0%}")
+    lo = max(0.0, min(values + [target]) - 0.05)
+    ax.set_xlim(lo, 1.0 + 0.12 * (1.0 - lo))  # room for the value labels right of a perfect bar
+    ax.set_xlabel("IoU")
     ax.set_title(title)
-    ax.tick_params(axis="x", labelsize=7)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -141,3 +141,31 @@ def test_gate_keeps_the_champion_against_a_worse_challenger(project_cwd):
     assert result.promoted is False and "does not beat" in result.reason
     assert client.get_model_version_by_alias("backdrop-u2net", "champion").version == before
     assert client.get_model_version("backdrop-u2net", result.version).tags["gate"] == result.reason
+
+
+def test_mlflow_ui_can_tell_runs_apart(project_cwd):
+    """What a data scientist comparing runs needs: a run name saying what started it, a description with
+    the data version, recipe and gate decision, the dataset as an input, a training-kind experiment, and
+    the test metrics as one readable tag each on the model version."""
+    import mlflow
+
+    from backdrop import tracking
+    from backdrop.config import load_params
+
+    params = load_params(project_cwd / "params.yaml")
+    tracking.setup(params)
+    reg = json.loads((project_cwd / "metrics/register.json").read_text())
+    run_ = mlflow.get_run(reg["run_id"])
+    assert run_.info.run_name.startswith("manual-")  # `airflow dags test` is a manual run
+    note = run_.data.tags["mlflow.note.content"]
+    assert run_.data.tags["data_version"] in note and "u2netp" in note and "**gate**" in note
+    assert run_.data.tags["data_version"] != "untracked"
+    inputs = run_.inputs.dataset_inputs
+    assert [d.dataset.name for d in inputs] == [str(params.prepare.out_dir)]
+    assert inputs[0].dataset.digest == run_.data.tags["data_version"][:36]
+    experiment = mlflow.get_experiment(run_.info.experiment_id)
+    assert experiment.tags[tracking.EXPERIMENT_KIND] == tracking.MODEL_TRAINING
+    version = mlflow.MlflowClient().get_model_version(reg["model"], reg["version"])
+    assert float(version.tags["test.iou_mean"]) == pytest.approx(reg["challenger_iou"], abs=1e-5)
+    assert any(k.startswith("test.iou_cluster_") for k in version.tags)
+    assert "test_metrics" not in version.tags

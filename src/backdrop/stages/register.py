@@ -56,7 +56,10 @@ def champion_metrics(client, name: str, alias: str) -> tuple[str | None, dict | 
         version = client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None, None
-    return version.version, json.loads(version.tags.get("test_metrics", "null"))
+    metrics = {k.removeprefix("test."): float(v) for k, v in version.tags.items() if k.startswith("test.")}
+    if not metrics and "test_metrics" in version.tags:  # versions registered before one tag per metric
+        metrics = json.loads(version.tags["test_metrics"])
+    return version.version, metrics or None
 
 
 def export_checked_onnx(cutout, size: int, model_file: Path, params: Params) -> tuple[Path, float]:
@@ -128,11 +131,14 @@ def register(params: Params) -> RegisterResult:
         onnx_path, onnx_diff = export_checked_onnx(cutout, meta["size"], train_out / "model.pt", params)
         mlflow.log_artifact(str(onnx_path), artifact_path="onnx")
         mlflow.log_metric("onnx_max_abs_diff", onnx_diff)
-        mlflow.set_tags({"gate.promoted": decision.promote, "gate.reason": decision.reason,
+        note = mlflow.get_run(run_id).data.tags.get("mlflow.note.content", "")
+        verdict = f"promoted to @{rp.alias}" if decision.promote else "not promoted"
+        mlflow.set_tags({"mlflow.note.content": f"{note}\n\n**gate** v{version} {verdict}: {decision.reason}",
+                         "gate.promoted": decision.promote, "gate.reason": decision.reason,
                          "gate.champion_version": champ_version or "none",
                          "gate.champion_iou_mean": champ["iou_mean"] if champ else "none"})
-    client.set_model_version_tag(rp.model_name, version, "test_metrics", json.dumps(metrics))
-    client.set_model_version_tag(rp.model_name, version, "test_iou_mean", f"{metrics['iou_mean']:.6f}")
+    for key, value in metrics.items():  # one readable tag per test metric (not a truncated JSON blob)
+        client.set_model_version_tag(rp.model_name, version, f"test.{key}", f"{value:.6g}")
     client.set_model_version_tag(rp.model_name, version, "gate", decision.reason)
     client.set_model_version_tag(rp.model_name, version, "size", str(meta["size"]))
     client.set_model_version_tag(rp.model_name, version, "onnx", f"runs:/{run_id}/onnx/{onnx_path.name}")
