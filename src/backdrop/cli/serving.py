@@ -37,17 +37,30 @@ def remove(
     fmt: Annotated[str | None, typer.Option("--format", help="rgba | white | mask (default: remove.format)")] = None,
     params: ParamsOpt = None,
 ) -> None:
-    """Cut out product photos: writes OUT/<stem>.png at each input's original size."""
+    """Cut out product photos: writes OUT/<stem>.png at each input's original size.
+
+    Sub-folders of a DIR argument are mirrored (DIR/a/x.jpg -> OUT/a/x.png); photos that share a stem
+    keep their extension in the name (shirt.jpg.png, shirt.png.png), so no output overwrites another.
+    Symbolic links inside a DIR are not followed (reported as failed). A photo that cannot be cut out
+    gets one line on stderr (file: reason: message) and the rest are still processed; the exit
+    status is 1 when any photo failed.
+    """
     from backdrop.serving.remove import remove as run
     from backdrop.serving.specs import NoModelError
 
     p = _params(params)
     try:
-        written = run(inputs, out, params=p, model=model, fmt=fmt or p.remove.format)
+        result = run(inputs, out, params=p, model=model, fmt=fmt or p.remove.format)
     except (NoModelError, FileNotFoundError, ValueError) as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"remove: wrote {len(written)} file(s) to {out}")
+    for failure in result.failed:
+        typer.secho(f"remove: FAILED {failure.line()}", fg="red", err=True)
+    summary = f"remove: wrote {len(result.written)} file(s) to {out}"
+    if result.failed:
+        typer.echo(f"{summary}; {len(result.failed)} failed")
+        raise typer.Exit(1)
+    typer.echo(summary)
 
 
 @serving_app.command()
@@ -61,6 +74,8 @@ def serve(
     """HTTP API: POST /v1/remove, /v1/remove/batch; GET /healthz, /metrics, /docs."""
     import uvicorn
 
+    from backdrop.serving.httplimits import uvicorn_options
+
     sp = _params(params).serve
     if model:
         os.environ[MODEL_ENV] = model  # every worker process reads it (also with --workers > 1)
@@ -68,7 +83,8 @@ def serve(
         os.environ[PARAMS_ENV] = str(params.resolve())
     uvicorn.run("backdrop.cli.serving:app_from_env", factory=True, host=host or sp.host,
                 port=sp.port if port is None else port, workers=workers or sp.workers,
-                log_level="info", timeout_graceful_shutdown=10)
+                log_level="info", timeout_graceful_shutdown=10,
+                **uvicorn_options())  # h11 with a header cap: 431 past api.MAX_HEADER_BYTES
 
 
 def app_from_env():
@@ -89,11 +105,21 @@ def watch(
     fmt: Annotated[str | None, typer.Option("--format", help="rgba | white | mask (default: serve.format)")] = None,
     size: Annotated[int | None, typer.Option(help="model input size override (multiple of 32)")] = None,
     once: Annotated[bool, typer.Option("--once", help="process what is there now, then exit")] = False,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="first move every photo in DIRECTORY/failed/ back into DIRECTORY and clear its "
+                               "ledger state, so it is processed again (with a fresh retry budget)")] = False,
     record: Annotated[bool | None, typer.Option("--record/--no-record",
                                                 help="prediction log (default: monitoring.record_predictions)")] = None,
     params: ParamsOpt = None,
 ) -> None:
-    """Cut out every photo dropped into DIRECTORY, exactly once (restart-safe)."""
+    """Cut out every photo dropped into DIRECTORY, exactly once (restart-safe).
+
+    A photo that still fails after serve.watch_retries attempts moves to DIRECTORY/failed/ with a
+    <name>.reason.json. To retry: --retry-failed moves all of them back (and clears their ledger state);
+    or move one back into DIRECTORY by hand (mv, not cp: a failed photo counts as a new attempt once
+    its copy in failed/ is gone). Symbolic links in DIRECTORY are never followed: they are moved to
+    failed/ (reason "symlink").
+    """
     import json
 
     from backdrop.serving.watch import from_params, summary
@@ -103,6 +129,8 @@ def watch(
         raise typer.BadParameter(f"--format {fmt!r}: rgba | white | mask")
     proc = from_params(p, directory, out, review_dir, model, fmt, size, record)
     try:
+        if retry_failed:
+            typer.echo(f"watch: moved {proc.retry_failed()} failed photo(s) back for a new attempt", err=True)
         if once:
             stats = proc.run_once()
             typer.echo(json.dumps({"run": stats.as_dict(), "ledger": summary(proc.upload_dir)}))

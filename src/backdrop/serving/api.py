@@ -16,6 +16,19 @@ pixel count against `serve.max_pixels` before decoding (413), truncated/corrupt 
 error is JSON: `{"error": {"code": ..., "message": ...}}`. With `$<serve.token_env>` set, /v1/* needs
 `Authorization: Bearer <token>`.
 
+Limits that keep one worker alive whatever clients send:
+
+* headers — request line + headers above `MAX_HEADER_BYTES` (64 KiB; a module constant, params have no
+  field for it) get 431, from the server itself (`backdrop serve` runs uvicorn's h11 parser with that
+  cap, `serving.httplimits`) and again from the app (`HeaderLimit`, for any other server);
+* bytes in flight — all requests of a worker together may hold at most `BUDGET_REQUESTS` (2) × the
+  largest allowed request (`serve.max_upload_bytes` × `serve.max_batch_files` + multipart overhead).
+  A request reserves its Content-Length (or that maximum when it has none) before a byte is read; past
+  the budget it gets 503 with `Retry-After`. Multipart parts are spooled to temporary files while the
+  body streams in (Starlette's `UploadFile`), never first collected as one bytes object;
+* errors — anything unexpected is a JSON 500 (`internal_error`), logged, and counted in /metrics.
+  Client-supplied file names are sanitised (`serving.names.sanitize_filename`) before any use in a path.
+
 Responses carry `X-Backdrop-Confidence`, `X-Backdrop-Review` (`queued` when the confidence is below
 `serve.review_threshold`: the photo and cut-out were also put into the review queue) and
 `X-Backdrop-Model`.
@@ -30,6 +43,7 @@ import hmac
 import logging
 import os
 import tempfile
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -44,6 +58,7 @@ from starlette.datastructures import UploadFile
 
 from backdrop.config import Params, resolve
 from backdrop.io import BadImageError
+from backdrop.serving.names import sanitize_filename
 from backdrop.serving.outputs import OutputOptions, compose, encode, final_prob
 from backdrop.serving.review import Confidence, ReviewQueue, confidence
 
@@ -52,15 +67,55 @@ log = logging.getLogger(__name__)
 STATUS_FOR = {"empty_file": 400, "corrupt_file": 400, "not_an_image": 415, "too_large": 413,
               "missing_file": 400}
 MULTIPART_OVERHEAD = 64 * 1024
+MAX_HEADER_BYTES = 64 * 1024  # request line + headers; larger → 431 (server and app)
+BUDGET_REQUESTS = 2           # bytes in flight per worker ≤ this × the largest allowed request
+RETRY_AFTER_S = 5
 Format = Literal["rgba", "white", "mask"]
 MIME = {"rgba": "image/png", "mask": "image/png", "white": "image/jpeg"}
 EXT = {"image/png": ".png", "image/jpeg": ".jpg"}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+class ByteBudget:
+    """Bytes of request bodies a worker holds at once, across all requests (thread-safe)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.in_use = limit, 0
+        self._lock = threading.Lock()
+
+    def reserve(self, n: int) -> bool:
+        with self._lock:
+            if self.in_use + n > self.limit:
+                return False
+            self.in_use += n
+            return True
+
+    def release(self, n: int) -> None:
+        with self._lock:
+            self.in_use = max(0, self.in_use - n)
+
+
+class HeaderLimit:
+    """ASGI middleware: 431 when the request line + headers exceed `limit` bytes (as the server counts)."""
+
+    def __init__(self, app, limit: int = MAX_HEADER_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
+            size += sum(len(k) + len(v) + 4 for k, v in scope.get("headers") or ())
+            if size > self.limit:
+                response = _error(431, "headers_too_large", f"request line and headers exceed {self.limit} bytes",
+                                  {"Connection": "close"})
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -110,6 +165,7 @@ def create_app(params: Params, model: str | None = None) -> FastAPI:
     queue = ReviewQueue(resolve(sp.review_dir))
     metrics = Metrics()
     jobs = asyncio.Semaphore(2)  # photos decoded/composed at once: bounds memory (max_pixels each)
+    budget = ByteBudget(BUDGET_REQUESTS * (sp.max_upload_bytes * sp.max_batch_files + MULTIPART_OVERHEAD))
     started = time.time()
     recorders: dict[str, object] = {}
     log_predictions = params.monitoring.record_predictions
@@ -130,7 +186,7 @@ def create_app(params: Params, model: str | None = None) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):
         metrics.rejected.labels(exc.code).inc()
-        return _error(exc.status, exc.code, exc.message)
+        return _error(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError):
@@ -153,46 +209,83 @@ def create_app(params: Params, model: str | None = None) -> FastAPI:
         metrics.in_flight.inc()
         try:
             response = await call_next(request)
+        except Exception:  # a bug or an environment failure: JSON, logged, counted — never plain text
+            log.exception("unhandled error in %s %s", request.method, path)
+            metrics.rejected.labels("internal_error").inc()
+            response = _error(500, "internal_error", "internal server error (logged on the server)")
         finally:
             metrics.in_flight.dec()
-        if path.startswith("/v1/") or path in ("/healthz",):
+            held = getattr(request.state, "reserved", 0)
+            if held:
+                request.state.reserved = 0
+                budget.release(held)
+        if path.startswith("/v1/") or path in ("/healthz",) or response.status_code >= 500:
             metrics.latency.labels(path).observe(time.perf_counter() - start)
             metrics.requests.labels(path, str(response.status_code)).inc()
         return response
 
     # ---------------------------------------------------------------------------------- body reading
-    async def read_body(request: Request, limit: int) -> bytes:
+    def reserve(request: Request, limit: int) -> int:
+        """Reserve the body's bytes in the worker's budget before reading any: 413 past the request's
+        own limit (by Content-Length), 503 + Retry-After past the budget. Released by `_observe`."""
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        size = int(declared) if declared and declared.isdigit() else limit
+        if size > limit:
             raise ApiError(413, "too_large", f"upload of {declared} bytes exceeds the limit of {limit} bytes")
-        buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) > limit:
-                raise ApiError(413, "too_large", f"upload exceeds the limit of {limit} bytes")
-        return bytes(buf)
+        if not budget.reserve(size):
+            raise ApiError(503, "busy", f"the server holds {budget.in_use} bytes of uploads; try again shortly",
+                           {"Retry-After": str(RETRY_AFTER_S)})
+        request.state.reserved = getattr(request.state, "reserved", 0) + size
+        return size
+
+    def limited(request: Request, allowed: int) -> Request:
+        """The request with a receive that refuses bodies longer than `allowed` (chunked or lying)."""
+        seen = 0
+
+        async def receive():
+            nonlocal seen
+            message = await request.receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > allowed:
+                    raise ApiError(413, "too_large", f"upload exceeds the limit of {allowed} bytes")
+            return message
+
+        return Request(request.scope, receive)
 
     async def uploads(request: Request, max_files: int) -> list[tuple[str, bytes]]:
-        """(filename, bytes) of every uploaded photo: multipart file fields, or the raw body as one photo."""
+        """(filename, bytes) of every uploaded photo: multipart file fields, or the raw body as one photo.
+
+        File names are sanitised; multipart parts stream to spooled temporary files (memory up to 1 MB
+        each, then disk) within the request's reservation.
+        """
         ctype = request.headers.get("content-type", "")
-        limit = sp.max_upload_bytes * max_files + MULTIPART_OVERHEAD
-        body = await read_body(request, limit if ctype.startswith("multipart/") else sp.max_upload_bytes)
-        if not ctype.startswith("multipart/form-data"):
-            return [(request.query_params.get("filename") or "upload", body)]
-        request._body = body  # noqa: SLF001  (starlette parses the form from the bytes already read)
+        multipart = ctype.startswith("multipart/form-data")
+        allowed = reserve(request, sp.max_upload_bytes * max_files + MULTIPART_OVERHEAD if multipart
+                          else sp.max_upload_bytes)
+        body_request = limited(request, allowed)
+        if not multipart:
+            buf = bytearray()
+            async for chunk in body_request.stream():
+                buf += chunk
+            return [(sanitize_filename(request.query_params.get("filename")), bytes(buf))]
         try:
-            form = await request.form(max_files=max_files, max_fields=max_files + 8)
+            form = await body_request.form(max_files=max_files, max_fields=max_files + 8)
+        except ApiError:
+            raise
         except Exception as exc:  # MultiPartException: malformed body, too many files
             raise ApiError(400, "bad_multipart", f"cannot parse the multipart body: {exc}") from None
         files = []
-        for _key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                data = await value.read()
-                if len(data) > sp.max_upload_bytes:
-                    raise ApiError(413, "too_large", f"{value.filename}: {len(data)} bytes exceeds the limit "
-                                                     f"of {sp.max_upload_bytes} bytes")
-                files.append((value.filename or "upload", data))
-        await form.close()
+        try:
+            for _key, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    name = sanitize_filename(value.filename)
+                    if (value.size or 0) > sp.max_upload_bytes:
+                        raise ApiError(413, "too_large", f"{name}: {value.size} bytes exceeds the limit "
+                                                         f"of {sp.max_upload_bytes} bytes")
+                    files.append((name, await value.read()))
+        finally:
+            await form.close()
         if not files:
             raise ApiError(400, "no_file", "the multipart body has no file field")
         return files
@@ -329,6 +422,8 @@ def create_app(params: Params, model: str | None = None) -> FastAPI:
         metrics.reloads.set(handle.reloads)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(HeaderLimit, limit=MAX_HEADER_BYTES)  # outermost: before auth and body reading
     app.state.handle = handle
     app.state.queue = queue
+    app.state.budget = budget
     return app

@@ -4,31 +4,108 @@ A spec is `champion` (the registry alias), a `models:/...` URI, a `model.pt` pat
 `backdrop train`, `official:u2netp` or an `.onnx` file (`backdrop.serving.specs`); the segmenter comes
 from the one factory, `backdrop.serving.segmenter.load_segmenter`. Probabilities are computed at the model's size and upsampled to the photo's
 original size, so outputs keep the input's resolution.
+
+Every input ends as exactly one written output or exactly one reported failure (`RemoveResult`):
+a bad photo (empty, truncated, not an image) is reported and the others are still cut out. Output
+names are unique within a run (`backdrop.serving.names.plan_outputs`): sub-folders of a directory
+argument are mirrored (`DIR/a/x.jpg` → `OUT/a/x.png`) and photos sharing a stem keep their extension
+(`shirt.jpg.png`, `shirt.png.png`). Inside a directory argument symbolic links (to files or folders)
+are not followed: each is reported as a failure (`symlink`); files named explicitly are used as given.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
 
 from backdrop.config import Params
 from backdrop.io import IMAGE_SUFFIXES, atomic_path, open_image
+from backdrop.serving.names import display, plan_outputs
 from backdrop.serving.outputs import FORMATS, compose
 
 log = logging.getLogger(__name__)
 
-def collect_inputs(inputs: Iterable[Path]) -> list[Path]:
-    """Files as given plus image files found (recursively) in given directories."""
-    files: list[Path] = []
+
+@dataclass(frozen=True)
+class Input:
+    """One photo to cut out: its path and its output path relative to the output folder's root."""
+
+    path: Path
+    rel: PurePath
+
+
+@dataclass(frozen=True)
+class Failure:
+    path: Path
+    reason: str   # empty_file | corrupt_file | not_an_image | too_large | missing_file | symlink | error
+    message: str
+
+    def line(self) -> str:
+        return f"{display(self.path)}: {self.reason}: {display(self.message)}"
+
+
+@dataclass
+class RemoveResult:
+    """What `remove` did: one entry per input, in `written` (output paths) or in `failed`."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)  # the input of each written output, same order
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __len__(self) -> int:  # `len(result)` = outputs written, as the old list return value
+        return len(self.written)
+
+
+def _walk(root: Path, failed: list[Failure]) -> list[Input]:
+    """Image files under `root`, sorted, without following symbolic links (each one is reported)."""
+    found: list[Input] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        dirnames.sort()
+        for d in list(dirnames):
+            if (here / d).is_symlink():
+                dirnames.remove(d)
+                failed.append(Failure(here / d, "symlink", "symbolic link to a folder, not followed"))
+        for name in sorted(filenames):
+            path = here / name
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if path.is_symlink():
+                failed.append(Failure(path, "symlink", "symbolic link, not followed"))
+                continue
+            found.append(Input(path, path.relative_to(root)))
+    return found
+
+
+def collect(inputs: Iterable[Path]) -> tuple[list[Input], list[Failure]]:
+    """Inputs to process (files as given, image files found in directories) and the ones refused."""
+    files: list[Input] = []
+    failed: list[Failure] = []
     for item in inputs:
+        item = Path(item)
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+            files.extend(_walk(item, failed))
         elif item.exists():
-            files.append(item)
+            files.append(Input(item, PurePath(item.name)))
         else:
-            raise FileNotFoundError(f"{item}: no such file or directory")
-    return files
+            failed.append(Failure(item, "missing_file", "no such file or directory"))
+    return files, failed
+
+
+def collect_inputs(inputs: Iterable[Path]) -> list[Path]:
+    """Files as given plus image files found (recursively, symlinks not followed) in given directories."""
+    files, failed = collect(inputs)
+    missing = [f for f in failed if f.reason == "missing_file"]
+    if missing:
+        raise FileNotFoundError(f"{display(missing[0].path)}: no such file or directory")
+    return [f.path for f in files]
 
 
 def _recorder(params: Params, source: str):
@@ -40,9 +117,17 @@ def _recorder(params: Params, source: str):
     return PredictionRecorder(params, source)
 
 
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "reason", None) or "error"
+
+
 def remove(inputs: Iterable[Path], out_dir: Path, *, params: Params, model: str = "champion", fmt: str = "rgba",
-           engine: str | None = None, precision: str | None = None) -> list[Path]:
-    """Cut out every input photo into out_dir/<stem>.png (.jpg for `white`) at its original size.
+           engine: str | None = None, precision: str | None = None) -> RemoveResult:
+    """Cut out every input photo into out_dir (see the module doc for names) at its original size.
+
+    Returns a `RemoveResult`: the outputs written and one `Failure` per input that could not be cut
+    out (the others are processed regardless). Raises only when nothing at all was given
+    (`FileNotFoundError`), for a bad `fmt` (`ValueError`) or when the model cannot be loaded.
 
     The ONNX fast path decodes the next photos while the model runs on the current ones; progress
     is a bar on a terminal and log lines elsewhere (`backdrop.progress`). Output options (white
@@ -58,27 +143,58 @@ def remove(inputs: Iterable[Path], out_dir: Path, *, params: Params, model: str 
 
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
-    files = collect_inputs(inputs)
+    files, refused = collect(inputs)
+    result = RemoveResult(failed=list(refused))
     if not files:
-        raise FileNotFoundError("no input images found")
+        if not refused:
+            raise FileNotFoundError("no input images found")
+        _log_failures(result)
+        return result
+    ext, pil_format = (".jpg", "JPEG") if fmt == "white" else (".png", "PNG")
+    dests = [out_dir / rel for rel in plan_outputs((f.rel for f in files), ext)]
     segmenter = load_segmenter(model, engine or params.remove.engine, precision, params=params)
     options = OutputOptions.from_params(params.serve)
     recorder = _recorder(params, segmenter.source)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ext, pil_format = (".jpg", "JPEG") if fmt == "white" else (".png", "PNG")
-    results = segmenter.stream(files, open_image, params.remove.batch_size,
+    results = segmenter.stream(range(len(files)), lambda i: open_image(files[i].path), params.remove.batch_size,
                                params.remove.workers or available_cores())
-    written = []
-    for path, photo, pred in progress(results, desc="remove", total=len(files), unit="img"):
-        if isinstance(photo, Exception):
-            raise photo
-        prob = final_prob(photo, pred.prob, options)
-        result = compose(photo, prob, fmt, options)
-        dest = out_dir / f"{path.stem}{ext}"
-        with atomic_path(dest) as tmp:
-            result.save(tmp, format=pil_format, **({"quality": 92} if pil_format == "JPEG" else {}))
-        written.append(dest)
-        if recorder is not None:
-            recorder.record(path, photo, prob)
-    log.info("remove: %d cut-out(s) in %s using %s", len(written), out_dir, segmenter.source)
-    return written
+    done: set[int] = set()  # indices into files (the same file given twice is two inputs)
+    try:
+        for i, photo, pred in progress(results, desc="remove", total=len(files), unit="img"):
+            done.add(i)
+            path = files[i].path
+            if isinstance(photo, BaseException) or pred is None:
+                exc = photo if isinstance(photo, BaseException) else RuntimeError("no prediction")
+                result.failed.append(Failure(path, _reason(exc), str(exc)))
+                continue
+            dest = dests[i]
+            try:
+                prob = final_prob(photo, pred.prob, options)
+                image = compose(photo, prob, fmt, options)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(dest) as tmp:
+                    image.save(tmp, format=pil_format, **({"quality": 92} if pil_format == "JPEG" else {}))
+            except Exception as exc:  # noqa: BLE001 — one photo's failure is reported, the run goes on
+                result.failed.append(Failure(path, _reason(exc), f"{type(exc).__name__}: {exc}"))
+                continue
+            result.written.append(dest)
+            result.sources.append(path)
+            if recorder is not None:
+                try:
+                    recorder.record(path, photo, prob)
+                except Exception:  # the cut-out is written; the log is monitoring's, not the user's output
+                    log.exception("%s: prediction log write failed", display(path))
+    except Exception as exc:  # the engine itself broke: every photo not handed back yet failed
+        log.exception("remove: the model run stopped")
+        for i, f in enumerate(files):
+            if i not in done:
+                result.failed.append(Failure(f.path, "model_error", f"{type(exc).__name__}: {exc}"))
+    _log_failures(result)
+    log.info("remove: %d cut-out(s) in %s using %s, %d failed", len(result.written), out_dir,
+             segmenter.source, len(result.failed))
+    return result
+
+
+def _log_failures(result: RemoveResult) -> None:
+    for failure in result.failed:
+        log.warning("remove: %s", failure.line())

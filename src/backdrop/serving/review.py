@@ -67,9 +67,12 @@ class ReviewQueue:
     def add(self, name: str, sha256: str, photo_src: Path | bytes, cutout_bytes: bytes, cutout_ext: str,
             conf: Confidence, model: str, reason: str = "low_confidence") -> Path:
         from backdrop.io import atomic_path
+        from backdrop.serving.names import display, sanitize_filename
 
-        stem = f"{Path(name).stem}-{sha256[:12]}"
-        photo_dest = self.root / "photos" / f"{stem}{Path(name).suffix.lower() or '.img'}"
+        name = display(name)  # the CSV row: printable text, also for undecodable file names
+        safe = Path(sanitize_filename(name))  # client- or uploader-chosen: no NUL, no folders, bounded length
+        stem = f"{safe.stem}-{sha256[:12]}"
+        photo_dest = self.root / "photos" / f"{stem}{safe.suffix.lower() or '.img'}"
         cut_dest = self.root / "cutouts" / f"{stem}{cutout_ext}"
         with atomic_path(photo_dest) as tmp:
             if isinstance(photo_src, bytes | bytearray):

@@ -49,9 +49,9 @@ def unprocessed(directory: str, settle_s: float = 0.5) -> list[tuple[str, int, i
     try:
         db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5)
         try:
-            known = set(db.execute(
+            known = {(os.fsdecode(n) if isinstance(n, bytes) else n, size, mtime) for n, size, mtime in db.execute(
                 "SELECT a.name, a.size, a.mtime_ns FROM aliases a JOIN files f ON f.sha256 = a.sha256 "
-                "WHERE f.status IN ('done', 'failed')").fetchall())
+                "WHERE f.status IN ('done', 'failed')").fetchall()}  # undecodable names are stored as bytes
         finally:
             db.close()
     except sqlite3.Error:

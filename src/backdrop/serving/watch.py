@@ -17,9 +17,26 @@ published and is only marked done; otherwise it is processed again (nothing was 
 
 Failures (unreadable photo, model error) are retried `serve.watch_retries` times with a growing delay
 (a half-copied file often reads as truncated); after that the photo moves to `DIR/failed/` with a
-`<name>.reason.json` next to it. Low-confidence cut-outs go to the review queue instead of the output
-folder (`review.py`). Every cut-out is written to the prediction log (monitoring) when
-`monitoring.record_predictions` is on.
+`<name>.reason.json` next to it. Retrying is explicit: `backdrop watch --retry-failed`
+(`UploadProcessor.retry_failed`) moves every failed photo back and clears its ledger state; moving a
+file back from `failed/` by hand works too — a `failed` photo that shows up in the upload folder again
+while its copy in `failed/` is gone is a new attempt (its name, size and mtime are unchanged by a move,
+so they cannot tell; where the watcher put it can).
+
+Symbolic links in the upload folder are never followed (they could publish a private file from
+anywhere): the link itself is moved to `failed/` with reason `symlink` and a warning is logged. Anything
+that is not a regular file directly inside the folder is refused the same way.
+
+Output names: `<stem>.png` (`.jpg` for `white`); when another photo in the folder shares the stem, or
+another photo already holds that output name in the ledger or on disk, the name keeps the extension
+(`shirt.jpg.png`, `shirt.png.png`), then `<stem>-<sha8>.png` (`backdrop.serving.names`). No output is
+ever written over another photo's.
+
+File names that are not valid UTF-8 work: the ledger stores them as their bytes (a BLOB) and logs and
+reason files show a backslash-escaped (`\\xNN`) form.
+
+Low-confidence cut-outs go to the review queue instead of the output folder (`review.py`). Every
+cut-out is written to the prediction log (monitoring) when `monitoring.record_predictions` is on.
 """
 
 from __future__ import annotations
@@ -31,6 +48,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +56,7 @@ from pathlib import Path
 
 from backdrop.config import Params
 from backdrop.io import BadImageError, atomic_path
+from backdrop.serving.names import display, is_decodable
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +74,17 @@ def utcnow() -> str:
 
 def is_candidate(path: Path) -> bool:
     name = path.name
-    return not name.startswith(".") and not name.endswith(TEMP_SUFFIXES) and path.is_file()
+    return not name.startswith(".") and not name.endswith(TEMP_SUFFIXES) and path.is_file() and not path.is_symlink()
+
+
+def _db_name(name: str) -> str | bytes:
+    """A file name as the ledger stores it: text, or its raw bytes when it is not valid UTF-8."""
+    return name if is_decodable(name) else os.fsencode(name)
+
+
+def _fs_name(value: str | bytes) -> str:
+    """A ledger name back as a file-system `str` (surrogate escapes for undecodable bytes)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 # ------------------------------------------------------------------------------------------- ledger
@@ -90,13 +119,13 @@ class Ledger:
         """The settled row of a file seen before with exactly this name, size and mtime."""
         return self.db.execute(
             "SELECT f.* FROM aliases a JOIN files f ON f.sha256 = a.sha256 "
-            "WHERE a.name=? AND a.size=? AND a.mtime_ns=?", (name, size, mtime_ns)).fetchone()
+            "WHERE a.name=? AND a.size=? AND a.mtime_ns=?", (_db_name(name), size, mtime_ns)).fetchone()
 
     def get(self, sha: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM files WHERE sha256=?", (sha,)).fetchone()
 
     def remember(self, name: str, size: int, mtime_ns: int, sha: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)", (name, size, mtime_ns, sha))
+        self.db.execute("INSERT OR REPLACE INTO aliases VALUES (?,?,?,?)", (_db_name(name), size, mtime_ns, sha))
 
     def start(self, sha: str, name: str, size: int, mtime_ns: int, output: str) -> int:
         now = utcnow()
@@ -105,18 +134,29 @@ class Ledger:
             "VALUES (?,?,?,?, 'processing', 1, ?, ?, ?) ON CONFLICT(sha256) DO UPDATE SET "
             "status='processing', attempts=attempts+1, output=excluded.output, name=excluded.name, "
             "size=excluded.size, mtime_ns=excluded.mtime_ns, updated_at=excluded.updated_at",
-            (sha, name, size, mtime_ns, output, now, now))
+            (sha, _db_name(name), size, mtime_ns, _db_name(output), now, now))
         return int(self.get(sha)["attempts"])
 
     def set(self, sha: str, **values) -> None:
         values["updated_at"] = utcnow()
+        values.update({k: _db_name(values[k]) for k in ("name", "output") if isinstance(values.get(k), str)})
         cols = ", ".join(f"{k}=?" for k in values)
         self.db.execute(f"UPDATE files SET {cols} WHERE sha256=?", (*values.values(), sha))
 
     def done(self, sha: str, output: str, routed: bool, conf: float | None) -> None:
         self.db.execute("UPDATE files SET status='done', output=?, routed=?, confidence=?, error=NULL, "
                         "publications=publications+1, updated_at=? WHERE sha256=?",
-                        (output, int(routed), conf, utcnow(), sha))
+                        (_db_name(output) if isinstance(output, str) else output, int(routed), conf, utcnow(), sha))
+
+    def claimed(self, output: str, sha: str) -> bool:
+        """Whether another photo (not failed) has `output` as its output path."""
+        return self.db.execute("SELECT 1 FROM files WHERE output=? AND sha256<>? AND status<>'failed' LIMIT 1",
+                               (_db_name(output), sha)).fetchone() is not None
+
+    def reset(self, sha: str) -> None:
+        """Forget a failure: the photo is a new attempt with a fresh retry budget."""
+        self.db.execute("UPDATE files SET status='retry', attempts=0, error=NULL, output=NULL, updated_at=? "
+                        "WHERE sha256=?", (utcnow(), sha))
 
     def rows(self, status: str | None = None) -> list[sqlite3.Row]:
         if status:
@@ -198,6 +238,7 @@ class _Pending:
     mtime_ns: int
     sha: str
     data: bytes
+    shared_stem: bool = False  # another file in the folder has the same stem
 
 
 @dataclass
@@ -260,11 +301,99 @@ class UploadProcessor:
 
     # -- scanning
     def _candidates(self) -> list[Path]:
+        """Regular files directly in the upload folder; symlinks and the like are refused (`_reject`)."""
         try:
-            entries = sorted(self.upload_dir.iterdir())
+            entries = sorted(os.scandir(self.upload_dir), key=lambda e: e.name)
         except FileNotFoundError:
             return []
-        return [p for p in entries if is_candidate(p)]
+        root = os.path.realpath(self.upload_dir)
+        files = []
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name.endswith(TEMP_SUFFIXES) or name == FAILED_DIR:
+                continue
+            path = Path(entry.path)
+            try:
+                if entry.is_symlink():
+                    self._reject(path, "symlink", "symbolic link: not followed (it may point anywhere)")
+                elif entry.is_dir(follow_symlinks=False):
+                    continue  # sub-folders are not watched
+                elif not entry.is_file(follow_symlinks=False):
+                    self._reject(path, "not_a_file", "not a regular file (device, FIFO or socket)")
+                elif os.path.dirname(os.path.realpath(path)) != root:
+                    self._reject(path, "outside", "resolves outside the upload folder")
+                else:
+                    files.append(path)
+            except OSError as exc:  # vanished meanwhile, or no permission to move it
+                log.warning("%s: cannot check or refuse (%s)", display(path), exc)
+        return files
+
+    def _failed_dest(self, name: str, tag: str) -> Path:
+        dest = self.failed_dir / name
+        if dest.exists() or dest.is_symlink():  # an earlier failure of another file with this name
+            dest = self.failed_dir / f"{Path(name).stem}-{tag}{Path(name).suffix}"
+        return dest
+
+    def _reject(self, path: Path, reason: str, message: str) -> None:
+        """Move something that must not be read (a symlink…) to failed/ unread, with its reason."""
+        from backdrop.io import write_json
+
+        self.failed_dir.mkdir(parents=True, exist_ok=True)
+        dest = self._failed_dest(path.name, hashlib.sha256(os.fsencode(path.name)).hexdigest()[:8])
+        os.replace(path, dest)  # a symlink is moved as a link: its target is never touched
+        write_json(dest.with_name(dest.name + ".reason.json"),
+                   {"name": display(path.name), "reason": reason, "message": message, "attempts": 0,
+                    "failed_at": utcnow()})
+        self.stats.failed += 1  # symlinks and other refused entries count as failures (failed/ + reason)
+        log.warning("%s: refused (%s): %s; moved to %s", display(path.name), reason, message, display(dest))
+
+    def _moved_back(self, row: sqlite3.Row) -> bool:
+        """A `failed` photo in the upload folder again, its copy in failed/ gone: a new attempt."""
+        out = row["output"]
+        if row["status"] != "failed" or not out:
+            return False
+        out = Path(_fs_name(out))
+        return out.parent == self.failed_dir and not out.exists() and not out.is_symlink()
+
+    def _new_attempt(self, row: sqlite3.Row) -> None:
+        name = Path(_fs_name(row["output"])).name
+        with suppress(FileNotFoundError):
+            (self.failed_dir / f"{name}.reason.json").unlink()
+        self.ledger.reset(row["sha256"])
+        log.info("%s: back from %s/: a new attempt", display(_fs_name(row["name"])), FAILED_DIR)
+
+    def retry_failed(self, lock_wait_s: float = 600.0) -> int:
+        """Move every photo in failed/ back into the upload folder, clearing its ledger state (and its
+        reason file), so the next pass processes it as a new attempt. A name already taken in the upload
+        folder is left in failed/ (logged). Refused symlinks are not moved back. Returns how many moved."""
+        moved = 0
+        with folder_lock(self.state, lock_wait_s):
+            self.ledger = Ledger(self.state / "ledger.sqlite")
+            try:
+                entries = sorted(os.scandir(self.failed_dir), key=lambda e: e.name) if self.failed_dir.is_dir() \
+                    else []
+                for entry in entries:
+                    if entry.name.endswith(".reason.json") or entry.is_symlink() or not entry.is_file():
+                        continue
+                    src = Path(entry.path)
+                    row = self.ledger.db.execute("SELECT * FROM files WHERE output=?", (_db_name(str(src)),)).fetchone()
+                    name = _fs_name(row["name"]) if row is not None else src.name
+                    dest = self.upload_dir / name
+                    if dest.exists() or dest.is_symlink():
+                        log.warning("%s: %s is taken in the upload folder; left in %s/", display(src.name),
+                                    display(name), FAILED_DIR)
+                        continue
+                    os.replace(src, dest)
+                    with suppress(FileNotFoundError):
+                        (self.failed_dir / f"{src.name}.reason.json").unlink()
+                    if row is not None:
+                        self.ledger.reset(row["sha256"])
+                    moved += 1
+                    log.info("%s: moved back from %s/ for a new attempt", display(name), FAILED_DIR)
+            finally:
+                self.ledger.close()
+                self.ledger = None
+        return moved
 
     def _settled(self, path: Path) -> tuple[int, int] | None:
         """(size, mtime_ns) once the file has not changed for settle_s, else None (look again later)."""
@@ -284,20 +413,20 @@ class UploadProcessor:
 
         queued = {r["sha256"] for r in ReviewQueue(self.review_dir).rows()}
         for row in self.ledger.rows("processing"):
-            out = Path(row["output"]) if row["output"] else None
+            out = Path(_fs_name(row["output"])) if row["output"] else None
             if row["sha256"] in queued:
                 self.ledger.done(row["sha256"], row["output"] or "", True, row["confidence"])
                 self.stats.recovered += 1
             elif out is not None and out.exists() and embedded_sha(out) == row["sha256"]:
-                self.ledger.done(row["sha256"], str(out), False, row["confidence"])
+                self.ledger.done(row["sha256"], row["output"], False, row["confidence"])
                 self.stats.recovered += 1
             else:
                 self.ledger.set(row["sha256"], status="retry", error="interrupted (process stopped)")
         # done but not yet in the prediction log (killed between the two): log now
         for row in self.ledger.rows("done") if self._recording() else []:
             if not row["logged"] and row["output"]:
-                src = self.upload_dir / row["name"]
-                if src.exists():
+                src = self.upload_dir / _fs_name(row["name"])
+                if src.is_file() and not src.is_symlink():
                     self._log_row(row["sha256"], src)
 
     def _log_row(self, sha: str, src: Path) -> None:
@@ -308,7 +437,7 @@ class UploadProcessor:
             if self._record(src, photo, self.segmenter.probabilities(photo)):
                 self.ledger.set(sha, logged=1)
         except Exception:
-            log.exception("%s: prediction log write failed", src)
+            log.exception("%s: prediction log write failed", display(src))
 
     def _due(self, limit: int, seen: set[str]) -> list[_Pending]:
         """Up to `limit` settled, unprocessed files whose retry delay has passed.
@@ -319,6 +448,7 @@ class UploadProcessor:
         now = time.monotonic()
         candidates = self._candidates()
         names = {p.name for p in candidates}
+        stems = Counter(p.stem.casefold() for p in candidates)
         for name in [n for n in self._not_before if n not in names]:
             del self._not_before[name]  # moved away or deleted meanwhile
         for path in candidates:
@@ -334,11 +464,15 @@ class UploadProcessor:
                 continue
             size, mtime_ns = settled
             row = self.ledger.known_stat(path.name, size, mtime_ns)
-            if row is not None and row["status"] in ("done", "failed"):
+            if row is not None and row["status"] in ("done", "failed") and not self._moved_back(row):
                 continue
             try:
                 data = path.read_bytes()
             except FileNotFoundError:
+                continue
+            except OSError as exc:  # no permission, I/O error: look again later, never stop the watcher
+                log.warning("%s: cannot read (%s); will look again", display(path.name), exc)
+                self._not_before[path.name] = now + max(self.retry_delay_s, 1.0)
                 continue
             sha = hashlib.sha256(data).hexdigest()
             seen.add(path.name)
@@ -348,41 +482,56 @@ class UploadProcessor:
                 continue
             seen.add(sha)
             row = self.ledger.get(sha)
-            if row is not None and row["status"] in ("done", "failed"):
+            if row is not None and self._moved_back(row):
+                self._new_attempt(row)
+            elif row is not None and row["status"] in ("done", "failed"):
                 self.stats.skipped += 1  # same content under another name: already handled
-                log.info("%s: same content as %s (already %s)", path.name, row["name"], row["status"])
+                log.info("%s: same content as %s (already %s)", display(path.name), display(_fs_name(row["name"])),
+                         row["status"])
                 continue
-            due.append(_Pending(path, size, mtime_ns, sha, data))
+            due.append(_Pending(path, size, mtime_ns, sha, data, stems[path.stem.casefold()] > 1))
         return due
 
     # -- processing
-    def _dest(self, path: Path, sha: str) -> Path:
-        dest = self.out_dir / f"{path.stem}{EXT[self.fmt]}"
-        if dest.exists() and embedded_sha(dest) not in (None, sha):
-            dest = self.out_dir / f"{path.stem}-{sha[:8]}{EXT[self.fmt]}"  # another photo with that stem
-        return dest
+    def _dest(self, item: _Pending) -> Path:
+        """A unique output path: `<stem><ext>`, `<name><ext>` when the stem is shared or the name is
+        another photo's (ledger or disk), then `<stem>-<sha8><ext>` (see the module doc)."""
+        ext, path = EXT[self.fmt], item.path
+        names = [f"{path.name}{ext}", f"{path.stem}-{item.sha[:8]}{ext}"]
+        if not item.shared_stem:
+            names.insert(0, f"{path.stem}{ext}")
+        for name in names:
+            dest = self.out_dir / name
+            if self.ledger.claimed(str(dest), item.sha):
+                continue
+            if dest.exists() and embedded_sha(dest) != item.sha:
+                continue
+            return dest
+        return self.out_dir / f"{path.stem}-{item.sha}{ext}"
 
     def _fail(self, item: _Pending, exc: Exception, attempts: int) -> None:
         reason = getattr(exc, "reason", type(exc).__name__)
         if attempts <= self.retries:
             delay = self.retry_delay_s * attempts
-            self.ledger.set(item.sha, status="retry", error=f"{reason}: {exc}")
+            self.ledger.set(item.sha, status="retry", error=display(f"{reason}: {exc}"))
             self._not_before[item.path.name] = time.monotonic() + delay
             self.stats.retried += 1
-            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", item.path.name, attempts, exc, delay)
+            log.warning("%s: attempt %d failed (%s); retrying in %.1fs", display(item.path.name), attempts,
+                        display(str(exc)), delay)
             return
         self.failed_dir.mkdir(parents=True, exist_ok=True)
-        dest = self.failed_dir / item.path.name
-        report = {"name": item.path.name, "sha256": item.sha, "reason": reason, "message": str(exc),
-                  "attempts": attempts, "failed_at": utcnow()}
+        dest = self._failed_dest(item.path.name, item.sha[:8])
+        report = {"name": display(item.path.name), "sha256": item.sha, "reason": reason,
+                  "message": display(str(exc)), "attempts": attempts, "failed_at": utcnow()}
         from backdrop.io import write_json
 
-        write_json(self.failed_dir / f"{item.path.name}.reason.json", report)
+        write_json(dest.with_name(dest.name + ".reason.json"), report)
         with suppress(FileNotFoundError):
             os.replace(item.path, dest)
-        self.ledger.set(item.sha, status="failed", error=f"{reason}: {exc}", output=str(dest))
+        self.ledger.set(item.sha, status="failed", error=display(f"{reason}: {exc}"), output=str(dest))
         self.stats.failed += 1
-        log.error("%s: failed after %d attempt(s) (%s); moved to %s", item.path.name, attempts, exc, dest)
+        log.error("%s: failed after %d attempt(s) (%s); moved to %s", display(item.path.name), attempts,
+                  display(str(exc)), display(dest))
 
     def _process_batch(self, batch: list[_Pending]) -> None:
         from backdrop.serving.images import decode
@@ -394,8 +543,7 @@ class UploadProcessor:
         seg = self.segmenter
         ready = []
         for item in batch:
-            attempts = self.ledger.start(item.sha, item.path.name, item.size, item.mtime_ns,
-                                         str(self._dest(item.path, item.sha)))
+            attempts = self.ledger.start(item.sha, item.path.name, item.size, item.mtime_ns, str(self._dest(item)))
             try:
                 ready.append((item, attempts, decode(item.data, self.max_pixels)))
             except BadImageError as exc:
@@ -415,11 +563,13 @@ class UploadProcessor:
                 pred.prob = final_prob(photo, pred.prob, options)
                 body = encode_tagged(compose(photo, pred.prob, self.fmt, options), self.fmt, item.sha)
                 if conf.score < self.review_threshold:
-                    out = queue.add(item.path.name, item.sha, item.path, body, EXT[self.fmt], conf, seg.source)
+                    out = queue.add(display(item.path.name), item.sha, item.data, body, EXT[self.fmt], conf,
+                                    seg.source)
                     routed = True
                     self.stats.routed += 1
                 else:
-                    out = Path(self.ledger.get(item.sha)["output"])
+                    out = Path(_fs_name(self.ledger.get(item.sha)["output"]))
+                    out.parent.mkdir(parents=True, exist_ok=True)
                     with atomic_path(out) as tmp:
                         tmp.write_bytes(body)
                     routed = False
@@ -432,7 +582,7 @@ class UploadProcessor:
                 if self._record(item.path, photo, pred.prob):
                     self.ledger.set(item.sha, logged=1)
             except Exception:
-                log.exception("%s: prediction log write failed (the cut-out is published)", item.path.name)
+                log.exception("%s: prediction log write failed (the cut-out is published)", display(item.path.name))
 
     def _pass(self) -> int:
         """Process every due file, a batch at a time (only one batch of photos in memory)."""
