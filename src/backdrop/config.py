@@ -2,32 +2,144 @@
 
 Every stage reads its own section from here, so a typo or an out-of-range value fails
 before any work starts, with the offending key and the reason.
+
+Defaults live in one place. The model defaults below EQUAL the shipped params.yaml, so a missing
+section (or key) means exactly the shipped behaviour, never a second, silently different recipe
+(fp32 instead of int8, another review threshold, no refinement). The few keys that differ on purpose
+are training-recipe keys listed, with their reason, in tests/reliability/test_defaults.py
+(ALLOWED_DIFFERENCES); serving and monitoring sections have none. An empty params.yaml is an error,
+not "all defaults". Every float must be finite, and settings that size memory, divide or wait are
+bounded, so a value that cannot work fails here, by dotted key, instead of in a request.
+
+`redact` (below) is the one place that masks credentials in URLs and text before anything is logged,
+stored or printed.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 PARAMS_ENV = "BACKDROP_PARAMS"
 PROJECT_ENV = "BACKDROP_PROJECT_DIR"
 
+MAX_ASPECT = 20.0  # longest:shortest side of a white canvas; the canvas grows with it (100000:1 took 14 GB)
+
 
 def parse_aspect(text: str) -> tuple[float, float] | None:
-    """"4:5" → (4.0, 5.0); "original" → None; ValueError otherwise."""
+    """"4:5" → (4.0, 5.0); "original" → None; ValueError otherwise (also for NaN, infinite or absurd
+    ratios: the sides must be finite, positive and at most MAX_ASPECT:1 apart)."""
     if text.strip().lower() == "original":
         return None
     try:
         w, h = (float(p) for p in text.split(":"))
     except ValueError:
         raise ValueError(f"aspect {text!r}: expected W:H (e.g. 1:1, 4:5) or 'original'") from None
+    if not (math.isfinite(w) and math.isfinite(h)):
+        raise ValueError(f"aspect {text!r}: both sides must be finite numbers")
     if w <= 0 or h <= 0:
         raise ValueError(f"aspect {text!r}: both sides must be positive")
+    if max(w / h, h / w) > MAX_ASPECT:
+        raise ValueError(f"aspect {text!r}: sides more than {MAX_ASPECT:g}:1 apart (the canvas would "
+                         "be mostly white and grows with the ratio)")
     return w, h
+
+
+# ------------------------------------------------------------------------------------------ redaction
+
+REDACTED = "***"
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>[^\s'\"<>]*)")
+_SECRET_NAME = r"[\w.\-]*(?:token|key|secret|passw(?:or)?d|pwd|sig|signature|credential|auth)[\w.\-]*"
+_SECRET_PARAM = re.compile(rf"(?P<lead>[?&;]|(?<![\w.\-]))(?P<name>{_SECRET_NAME})=(?P<value>[^&;#\s'\"<>]+)",
+                           re.IGNORECASE)
+_WEBHOOK_PATH = re.compile(r"(?P<base>(?:hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)"
+                           r"|discord(?:app)?\.com/api/webhooks)/)[^\s'\"<>?#]+", re.IGNORECASE)
+_BEARER = re.compile(r"(?P<kind>\bBearer\s+|Authorization:\s*\w+\s+)[A-Za-z0-9._~+/=\-]{4,}", re.IGNORECASE)
+
+
+def _userinfo(scheme: str, rest: str) -> tuple[str, str, str] | None:
+    """(user, password, tail from '@') of the URL scheme://rest, or None when it carries no password."""
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc = rest[:end]
+    at = netloc.rfind("@")
+    if at < 0:  # no userinfo, or a malformed one: a '/', '?' or '#' inside the password
+        at = rest.rfind("@")
+        if at < 0 or ":" not in netloc or netloc.startswith("[") or netloc.rsplit(":", 1)[1].isdigit():
+            return None
+    userinfo = rest[:at]
+    if ":" not in userinfo:
+        return None
+    user, password = userinfo.split(":", 1)
+    return user, password, rest[at:]
+
+
+def _mask_userinfo(match: re.Match) -> str:
+    """scheme://user:password@host… → scheme://user:***@host… (a user without password is kept)."""
+    found = _userinfo(match["scheme"], match["rest"])
+    return match[0] if found is None else f"{match['scheme']}{found[0]}:{REDACTED}{found[2]}"
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """`text` with every credential masked: passwords in URLs (user:***@host), secret query or
+    key=value parameters (?token=***, &key=***, password=***), Slack/Discord webhook path secrets
+    (hooks.slack.com/services/***) and bearer tokens. Each password or secret value found that way,
+    and each of the caller's known `secrets`, is also masked wherever else it appears in the text
+    (passwords and known secrets of 3 characters or more, parameter values of 6 or more): urllib
+    quotes a bad URL's password alone, "nonnumeric port: 's3cret@host'". Idempotent."""
+    text = str(text)
+    known = {s for s in secrets if s}
+    for match in _URL.finditer(text):
+        found = _userinfo(match["scheme"], match["rest"])
+        if found is not None:
+            known.add(found[1])
+    known.update(m["value"] for m in _SECRET_PARAM.finditer(text) if len(m["value"]) >= 6)
+    for secret in sorted({s for s in known if len(s) >= 3 and s != REDACTED}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    text = _URL.sub(_mask_userinfo, text)
+    text = _WEBHOOK_PATH.sub(lambda m: m["base"] + REDACTED, text)
+    text = _SECRET_PARAM.sub(lambda m: f"{m['lead']}{m['name']}={REDACTED}", text)
+    return _BEARER.sub(lambda m: m["kind"] + REDACTED, text)
+
+
+def redact_url(url: str) -> str:
+    """One URL, safe to log or print: `redact` of it (host, port and path stay readable)."""
+    return redact(url)
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The parts of a secret URL (a webhook) that must never surface, even quoted alone in an error:
+    user and password, query values and token-like path segments (Slack's T…/B…/X…)."""
+    if not url:
+        return []
+    try:
+        parts = urlsplit(url)
+        out = [parts.password or "", *(v for _, v in parse_qsl(parts.query, keep_blank_values=True))]
+        if parts.password:
+            out.append(parts.username or "")
+    except ValueError:  # malformed beyond parsing: everything after the scheme is secret
+        return [url, url.split("://", 1)[-1]]
+    path = parts.path if parts.netloc else url.split("?", 1)[0]
+    for segment in path.split("/"):
+        if len(segment) >= 16 or (len(segment) >= 6 and any(c.isdigit() for c in segment)
+                                  and any(c.isalpha() for c in segment)):
+            out.append(segment)
+    return [s for s in out if s]
 
 
 class ConfigError(ValueError):
@@ -35,7 +147,36 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` / `.nan` fail for every float (a NaN aspect, eps or timeout cannot work)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value, info: ValidationInfo):
+        """`workers: true` is not 1: a boolean where a number belongs is a mistake."""
+        if isinstance(value, bool) and cls.model_fields[info.field_name].annotation in (int, float):
+            raise ValueError("expected a number, got a boolean")
+        return value
+
+
+_CRON_PRESETS = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",  # Airflow's presets
+                 "@monthly": "0 0 1 * *", "@quarterly": "0 0 1 */3 *", "@yearly": "0 0 1 1 *"}
+
+
+def _check_cron(value: str, *, also: tuple[str, ...] = ()) -> str:
+    """A cron expression (or preset) Airflow can schedule; refused here, by key, not at run time."""
+    if value in also:
+        return value
+    expression = _CRON_PRESETS.get(value, value)
+    try:
+        from croniter import croniter
+    except ImportError:  # no Airflow (hence no croniter) here: nothing schedules this value
+        return value
+    if not croniter.is_valid(expression):
+        presets = ", ".join([*_CRON_PRESETS, *also])
+        raise ValueError(f"{value!r} is not a cron expression (minute hour day-of-month month "
+                         f"day-of-week, e.g. '0 2 * * *') or one of {presets}")
+    return value
 
 
 class SynthParams(_Section):
@@ -50,6 +191,8 @@ class SynthParams(_Section):
     def _sides(self) -> SynthParams:
         if self.min_side > self.max_side:
             raise ValueError("min_side must be <= max_side")
+        if self.white_share + self.black_share > 1:
+            raise ValueError("white_share + black_share must be <= 1")
         return self
 
 
@@ -139,7 +282,7 @@ class ClusterParams(_Section):
 class TrainParams(_Section):
     model: Literal["u2netp", "u2net"] = "u2netp"
     init: Literal["official", "scratch"] = "official"
-    epochs: int = Field(4, ge=1)
+    epochs: int = Field(2, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -198,7 +341,12 @@ class MlflowParams(_Section):
 
 class AirflowParams(_Section):
     schedule: str = "0 2 * * *"
-    retries: int = Field(1, ge=0)
+    retries: int = Field(1, ge=0, le=100)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        return _check_cron(value)
 
 
 class RemoveParams(_Section):
@@ -206,8 +354,8 @@ class RemoveParams(_Section):
 
     format: Literal["rgba", "white", "mask"] = "rgba"
     engine: Literal["auto", "onnx", "torch"] = "auto"  # auto: the ONNX fast path, PyTorch if it fails
-    batch_size: int = Field(1, ge=1)                   # photos per session run
-    workers: int = Field(0, ge=0)                      # parallel lanes (1 thread each); 0 = one per core
+    batch_size: int = Field(1, ge=1, le=256)           # photos per session run
+    workers: int = Field(0, ge=0, le=1024)             # parallel lanes (1 thread each); 0 = one per core
 
 
 class ProfileParams(_Section):
@@ -224,7 +372,10 @@ class SmtpParams(_Section):
     recipients: list[str] = []
     username_env: str = "BACKDROP_SMTP_USER"      # credentials only from the environment
     password_env: str = "BACKDROP_SMTP_PASSWORD"
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, le=600)
+
+
+MAX_HOURS = 24 * 366  # monitoring windows: up to a year
 
 
 class MonitoringParams(_Section):
@@ -237,21 +388,32 @@ class MonitoringParams(_Section):
     schedule: str = "@hourly"
     threshold: float = Field(0.99, gt=0, le=1)
     min_samples: int = Field(20, ge=1)
-    window_hours: float = Field(24.0, gt=0)
-    reference_hours: float = Field(168.0, gt=0)
+    window_hours: float = Field(24.0, gt=0, le=MAX_HOURS)
+    reference_hours: float = Field(168.0, gt=0, le=MAX_HOURS)
     max_gray_share: float = Field(0.05, ge=0, le=1)     # a correction must be (nearly) binary
-    worst_examples: int = Field(5, ge=0)
+    worst_examples: int = Field(5, ge=0, le=100)
     retrain_on_alert: bool = True
     mlflow_experiment: str = "backdrop-monitoring"
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     report_base_url: str = ""                           # empty: links are file paths
     webhook_conn_id: str = "backdrop_alert_webhook"     # Airflow connection with the webhook URL (wins over the env)
     webhook_url_env: str = "BACKDROP_ALERT_WEBHOOK_URL"  # the URL is a secret: only from a connection or the env
-    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_timeout_s: float = Field(10.0, gt=0, le=600)
     smtp: SmtpParams = SmtpParams()
     smtp_conn_id: str = "backdrop_smtp"                 # Airflow connection: SMTP login/password (and host/port)
     simulate_shift_white_share: float = Field(0.6, ge=0, le=1)
     simulate_shift_black_share: float = Field(0.3, ge=0, le=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        return _check_cron(value, also=("@once", "@continuous"))
+
+    @model_validator(mode="after")
+    def _shares(self) -> MonitoringParams:
+        if self.simulate_shift_white_share + self.simulate_shift_black_share > 1:
+            raise ValueError("simulate_shift_white_share + simulate_shift_black_share must be <= 1")
+        return self
 
 
 class ServeParams(_Section):
@@ -260,33 +422,34 @@ class ServeParams(_Section):
     model: str = "champion"          # champion | models:/name/N | model.pt | model.onnx | official:u2netp
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    workers: int = Field(1, ge=1)
-    threads: int = Field(0, ge=0)    # onnxruntime intra-op threads per worker; 0 = the cores available
-    batch_size: int = Field(4, ge=1)
-    max_upload_bytes: int = Field(25_000_000, ge=1)
-    max_pixels: int = Field(40_000_000, ge=1)   # checked from the header, before decoding
-    max_batch_files: int = Field(16, ge=1)
-    refresh_s: float = Field(30.0, ge=0)        # how often a worker checks whether the alias moved; 0 = never
+    workers: int = Field(1, ge=1, le=256)
+    threads: int = Field(0, ge=0, le=1024)  # onnxruntime intra-op threads per worker; 0 = the cores available
+    batch_size: int = Field(4, ge=1, le=256)
+    max_upload_bytes: int = Field(25_000_000, ge=1, le=2_000_000_000)
+    max_pixels: int = Field(40_000_000, ge=1, le=250_000_000)  # checked from the header, before decoding
+    max_batch_files: int = Field(16, ge=1, le=1000)
+    refresh_s: float = Field(30.0, ge=0, le=86_400)  # how often a worker checks whether the alias moved; 0 = never
     token_env: str = "BACKDROP_API_TOKEN"       # bearer token required when this env var is set
     format: Literal["rgba", "white", "mask"] = "rgba"
-    review_threshold: float = Field(0.9, ge=0, le=1)  # confidence below this → review queue
+    review_threshold: float = Field(0.941, ge=0, le=1)  # confidence below this → review queue
     review_dir: Path = Path("review")
     upload_dir: Path = Path("uploads")          # watched folder (backdrop watch / backdrop_inference DAG)
     out_dir: Path = Path("cutouts")             # published cut-outs of watched uploads
-    watch_retries: int = Field(2, ge=0)         # extra attempts before a photo goes to failed/
-    watch_settle_s: float = Field(0.5, ge=0)    # a file must keep its size this long before it is read
-    watch_poke_s: float = Field(2.0, gt=0)      # the DAG's trigger: seconds between directory scans
-    precision: Literal["fp32", "int8"] = "fp32"   # int8: partially quantized graph (serving/quantize.py)
-    white_aspect: str = "original"              # white output canvas: "W:H" (e.g. "1:1") or "original"
-    white_margin: float = Field(0.0, ge=0, le=0.45)  # free border, share of the canvas' shorter side
+    watch_retries: int = Field(2, ge=0, le=100)  # extra attempts before a photo goes to failed/
+    watch_settle_s: float = Field(0.5, ge=0, le=3600)  # a file must keep its size this long before it is read
+    watch_poke_s: float = Field(2.0, gt=0, le=3600)    # the DAG's trigger: seconds between directory scans
+    precision: Literal["fp32", "int8"] = "int8"   # int8: partially quantized graph (serving/quantize.py)
+    white_aspect: str = "1:1"                   # white output canvas: "W:H" (e.g. "1:1") or "original"
+    white_margin: float = Field(0.05, ge=0, le=0.25)  # free border, share of the canvas' shorter side
+                                                # (at 0.25 the canvas is up to 4x the product's box)
     zoom: Literal["auto", "always", "never"] = "auto"  # second pass on the product's box (prepare.crop_margin);
                                                 # auto: for models trained on object crops (train.crop_share > 0)
     zoom_max_area: float = Field(0.6, gt=0, le=1)  # ...when that box covers at most this share of the frame
     zoom_blend: float = Field(0.0, ge=0, le=1)  # weight of the whole-photo pass inside the box (0 = the zoom pass alone)
     tta: Literal["none", "hflip"] = "none"      # hflip: each pass also on the mirror image, maps averaged (2× cost)
-    refine: Literal["none", "guided", "guided_rgb"] = "none"  # edge refinement of the upsampled mask
-    refine_radius: int = Field(8, ge=1, le=64)
-    refine_eps: float = Field(1e-3, gt=0)
+    refine: Literal["none", "guided", "guided_rgb"] = "guided"  # edge refinement of the upsampled mask
+    refine_radius: int = Field(2, ge=1, le=64)
+    refine_eps: float = Field(1e-3, gt=0, le=1)
 
     @field_validator("zoom", mode="before")
     @classmethod
@@ -317,7 +480,7 @@ class Params(_Section):
     monitoring: MonitoringParams = MonitoringParams()
     serve: ServeParams = ServeParams()
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 def project_dir() -> Path:
@@ -337,7 +500,7 @@ def parse_params(raw: dict, source: str = "params.yaml") -> Params:
         lines = []
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(redact(f"  {key}: {err['msg']} (got {err.get('input')!r})"))
         raise ConfigError(f"{source}: invalid value(s)\n" + "\n".join(lines)) from None
 
 
@@ -359,8 +522,10 @@ def _load(path: Path) -> Params:
         raise ConfigError(f"{path}: not found (run from the project root or set {PARAMS_ENV})") from None
     except YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if raw is not None and not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    if raw is None:  # empty, blank or only comments: never a silent run on built-in defaults
+        raise ConfigError(f"{path}: empty (no sections); write the settings, e.g. copy the shipped params.yaml")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections (got {type(raw).__name__})")
     return parse_params(raw, str(path))
 
 

@@ -6,7 +6,7 @@ import csv
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -38,14 +38,39 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
+FILE_MODE = 0o666  # what open() asks for; the process umask takes its bits away, as for any new file
+DIR_MODE = 0o777
+
+
+def _create_beside(dest: Path) -> Path:
+    """A new, empty file `.<name>.<random><suffix>` beside `dest`, created exclusively.
+
+    Unlike `tempfile.mkstemp` (always 0600), the file is created with FILE_MODE, so the kernel applies
+    the umask exactly as for a plain `open(dest, "w")`: a cut-out is readable by whoever may read the
+    folder, and a private umask (077) still keeps it private. O_EXCL makes the name ours alone.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = dest.parent / f".{dest.name}.{secrets.token_hex(4)}{dest.suffix}"
+        try:
+            os.close(os.open(tmp, flags, FILE_MODE))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{dest.parent}: no free temporary name for {dest.name}")
+
+
 @contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temp path beside `dest`; rename it over `dest` only if the block succeeds."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=dest.suffix, dir=dest.parent)
-    os.close(fd)
+    """Yield a temp path beside `dest`; rename it over `dest` only if the block succeeds.
+
+    The result has the mode a plain open() would give (0666 & ~umask), and folders made on the way
+    0777 & ~umask; replacing a file does not carry over its old mode.
+    """
+    dest.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    tmp = _create_beside(dest)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
@@ -134,11 +159,88 @@ def probe_image(path: Path, *, max_pixels: int = 64_000_000) -> ImageInfo:
         return ImageInfo(image.format or "", image.mode, image.width, image.height, orientation)
 
 
+# The one decoder. Every photo and mask (ingest, validate, prepare, serving, corrections) goes through
+# `normalize_image`, which turns whatever mode the file was stored in into one of these 8-bit modes,
+# upright (EXIF orientation applied). Pillow's own convert() clips 16/32-bit modes at 255 (a 16-bit
+# grey photo became pure white); after this, any later .convert("RGB"/"L") is exact.
+DECODED_MODES = ("L", "LA", "RGB", "RGBA")
+_HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_TO_8BIT = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB",
+            "YCbCr": "RGB"}
+_U16, _I32 = 65535, 2**31 - 1
+
+
+def _high_depth_to_l(image, name: str):
+    """16-bit, 32-bit int or float grey → 8-bit L by scaling, never clipping.
+
+    I;16* and I holding 0..65535: v/257 (65535 → 255, 32768 → 128). I beyond 16 bits: v/(2³¹-1)·255.
+    F: [0, 1] → ×255; up to 255 as is; up to 65535 as 16-bit. Negative, NaN or infinite values, or
+    floats above 65535, have no agreed meaning as a photo or mask: refused (unsupported_mode).
+    """
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if image.mode == "F":
+        if not np.isfinite(arr).all():
+            raise BadImageError(f"{name}: 32-bit float image with NaN or infinite values", "unsupported_mode")
+        low, high = float(arr.min()), float(arr.max())
+        if low < 0 or high > _U16:
+            raise BadImageError(f"{name}: 32-bit float image with values in [{low:g}, {high:g}]; expected "
+                                "[0, 1], [0, 255] or [0, 65535] (negative or larger values have no grey level)",
+                                "unsupported_mode")
+        scale = 255.0 if high <= 1.0 else 1.0 if high <= 255 else 1 / 257
+        out = np.floor(arr.astype(np.float32) * np.float32(scale) + np.float32(0.5))
+        return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), mode="L")
+    low, high = int(arr.min()), int(arr.max())
+    if low < 0:
+        raise BadImageError(f"{name}: {image.mode} image with negative values (min {low}); grey levels "
+                            "are never negative", "unsupported_mode")
+    if high <= _U16:  # 16-bit data (also 16-bit PNG/TIFF that older Pillow opens as I)
+        out = (arr.astype(np.uint32) + 128) // 257
+    else:  # full 32-bit range
+        out = (arr.astype(np.float64) * (255 / _I32) + 0.5).astype(np.int64)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8), mode="L")
+
+
+def normalize_image(image, name: str = "image"):
+    """The decoded image upright (EXIF orientation applied) in an 8-bit mode of `DECODED_MODES`.
+
+    16/32-bit grey → L (scaled), 1-bit → L, P → RGB (RGBA when it has transparency), PA → RGBA,
+    CMYK/YCbCr/RGBX → RGB. Any other mode (LAB, HSV, ...) raises BadImageError("unsupported_mode").
+    `image` must be loaded; it is not modified (a new image is returned when anything changes, with
+    the EXIF orientation it applied in `.info["exif_orientation"]` and the file's own mode in
+    `.info["stored_mode"]`).
+    """
+    from PIL import ImageOps
+
+    try:
+        orientation = int(image.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a broken EXIF block does not make a broken photo
+        orientation = 1
+    mode = image.mode
+    if mode not in DECODED_MODES and mode not in _HIGH_DEPTH and mode not in _TO_8BIT and mode != "P":
+        raise BadImageError(f"{name}: pixel mode {mode} is not supported (photos and masks are grey, "
+                            "RGB, CMYK, palette or 16/32-bit grey, with or without alpha)", "unsupported_mode")
+    out = ImageOps.exif_transpose(image) if orientation in range(2, 9) else image
+    if mode in _HIGH_DEPTH:
+        out = _high_depth_to_l(out, name)
+    elif mode == "P":
+        out = out.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in _TO_8BIT:
+        out = out.convert(_TO_8BIT[mode])
+    if out is not image:
+        out.info.update(exif_orientation=orientation, stored_mode=mode)
+    return out
+
+
 @contextmanager
 def decoded_image(path: Path, *, max_pixels: int = 64_000_000) -> Iterator[Any]:
-    """The fully decoded image, closed when the block ends (one image in memory at a time).
+    """The fully decoded image, normalised (`normalize_image`: upright, 8-bit L/LA/RGB/RGBA), closed
+    when the block ends (one image in memory at a time).
 
-    Truncated files fail even if some library switched on PIL's LOAD_TRUNCATED_IMAGES.
+    Truncated files fail even if some library switched on PIL's LOAD_TRUNCATED_IMAGES; modes that
+    cannot be decoded faithfully fail with reason `unsupported_mode`.
     """
     from PIL import Image, ImageFile
 
@@ -152,13 +254,26 @@ def decoded_image(path: Path, *, max_pixels: int = 64_000_000) -> Iterator[Any]:
             raise BadImageError(f"{path}: corrupt or truncated image ({exc})", "corrupt_file") from None
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = lenient
-        yield image
+        try:
+            normal = normalize_image(image, str(path))
+        except BadImageError:
+            raise
+        except Exception as exc:  # a conversion PIL cannot do on this file's data
+            raise BadImageError(f"{path}: cannot decode {image.mode} pixels ({exc})", "unsupported_mode") from None
+        try:
+            yield normal
+        finally:
+            if normal is not image:
+                normal.close()
 
 
 def open_image(path: Path, *, max_pixels: int = 64_000_000, mode: str | None = None):
-    """Decode an image fully, refusing decompression bombs before decoding.
+    """Decode an image fully: the one decoder for photos and masks.
 
-    Raises BadImageError naming the file and the reason (empty, not an image, truncated, too large).
+    Refuses decompression bombs before decoding; returns the image upright in an 8-bit mode
+    (`DECODED_MODES`, or `mode` if given, e.g. "RGB" for a photo, "L" for a grey mask).
+    Raises BadImageError naming the file and the reason (empty, not an image, truncated, too large,
+    unsupported_mode).
     """
     with decoded_image(path, max_pixels=max_pixels) as image:
         return image.convert(mode) if mode else image.copy()
@@ -212,10 +327,70 @@ def hamming(words, many):
 
 
 
+# ------------------------------------------------------------------------------------------------ masks
+# One rule for what a mask is, shared by validate (training pairs) and monitoring (reviewers' corrections).
+GREY_LOW, GREY_HIGH = 16, 240     # mask values in [16, 240) count as grey
+COLOUR_SPREAD, COLOUR_SHARE = 12, 0.005  # RGB masks: >0.5% of pixels with channels >12 apart = colour
+
+
+def mask_rule(mask) -> tuple[Any, str]:
+    """(the mask's single 8-bit channel, "") or (None, why it is no mask).
+
+    An alpha that varies is the mask (RGBA, LA; P/PA with transparency decode to RGBA). A constant
+    alpha carries no outline: the picture itself is read instead (a mask painted on an opaque canvas).
+    Grey content (L, 1-bit, 16-bit grey, grey RGB) is the mask; colour content is not a mask.
+    """
+    from PIL import ImageChops
+
+    if mask.mode not in DECODED_MODES:
+        mask = normalize_image(mask, "mask")
+    canvas = ""
+    if mask.mode in ("RGBA", "LA"):
+        alpha = mask.getchannel("A")
+        low, high = alpha.getextrema()
+        if low != high:
+            return alpha, ""
+        canvas = f"{mask.mode} with a constant alpha ({low}), so no alpha outline, and "
+        mask = mask.convert("RGB" if mask.mode == "RGBA" else "L")  # opaque canvas: read what is painted
+    if mask.mode == "L":
+        return mask, ""
+    r, g, b = mask.split()
+    spread = ImageChops.lighter(ImageChops.lighter(ImageChops.difference(r, g),
+                                                   ImageChops.difference(g, b)),
+                                ImageChops.difference(r, b))
+    coloured = sum(spread.histogram()[COLOUR_SPREAD + 1:]) / (mask.width * mask.height)
+    if coloured > COLOUR_SHARE:
+        return None, (f"{canvas or 'no alpha outline, and '}a colour picture ({coloured:.1%} of pixels "
+                      "are not grey): not a mask")
+    return mask.convert("L"), ""
+
+
+@dataclass(frozen=True)
+class MaskMeasure:
+    """What the mask rules judge: foreground (>= 128) pixels, all pixels, grey share, 0/1 label hint."""
+
+    foreground: int
+    pixels: int
+    gray_share: float
+    label_map: bool  # values 0/1 only: a label map, not a 0/255 mask
+
+    @property
+    def coverage(self) -> float:
+        return self.foreground / self.pixels if self.pixels else 0.0
+
+
+def measure_mask(channel) -> MaskMeasure:
+    """Foreground, coverage and grey share of a mask channel (from its histogram, no pixel array)."""
+    hist = channel.histogram()  # 256 counts
+    n = channel.width * channel.height
+    foreground = sum(hist[128:])
+    return MaskMeasure(foreground, n, sum(hist[GREY_LOW:GREY_HIGH]) / max(1, n),
+                       not foreground and hist[1] > 0 and sum(hist[2:]) == 0)
+
+
 def mask_channel(mask):
-    """The mask's single channel whatever it was saved as (L, 1-bit, RGBA alpha, grey RGB)."""
-    if mask.mode == "RGBA":
-        return mask.getchannel("A")
-    if mask.mode == "LA":
-        return mask.getchannel(0)
-    return mask.convert("L")
+    """The mask's single channel by `mask_rule`; BadImageError (mask_not_grayscale_or_alpha) if none."""
+    channel, why = mask_rule(mask)
+    if channel is None:
+        raise BadImageError(f"mask: {why}", "mask_not_grayscale_or_alpha")
+    return channel

@@ -197,11 +197,13 @@ def test_acceptance_drop_quarantines_each_bad_pair_with_its_reason(accepted, syn
 
 
 def test_acceptance_drop_loses_nothing(accepted):
-    """Every file of the drop is in the validated manifest or in quarantine (compared by content)."""
+    """Every file of the drop is in the validated manifest or in quarantine (compared by content: the
+    quarantine references each item's file in the raw store)."""
     with open(accepted.stage.validated / "manifest.csv", newline="") as fh:
         validated = {sha for row in csv.DictReader(fh) for sha in (row["image_sha256"], row["mask_sha256"])}
-    quarantined = {sha256(p.read_bytes()) for p in accepted.stage.quarantine.glob("*/*")
-                   if p.name != "reason.json"}
+    quarantined = {sha256((accepted.stage.root / ref).read_bytes())
+                   for p in accepted.stage.quarantine.glob("*/reason.json")
+                   for ref in json.loads(p.read_text())["raw_paths"].values()}
     inputs = [p for p in accepted.drop.rglob("*") if p.is_file()]
     assert len(inputs) == 2 * 20 + sum(len(files) for files, _ in accepted.bad.values())
     lost = [str(p.relative_to(accepted.drop)) for p in inputs
@@ -215,7 +217,7 @@ def test_reingesting_the_acceptance_drop_adds_nothing(accepted):
     assert accepted.manifest_after == accepted.manifest_before
 
 
-def test_quarantine_holds_copies_and_machine_readable_reasons(accepted):
+def test_quarantine_holds_references_and_machine_readable_reasons(accepted):
     raw_files = {p.name for p in accepted.stage.raw.rglob("*") if p.is_file()}
     for folder in (p for p in accepted.stage.quarantine.iterdir() if p.is_dir()):
         record = json.loads((folder / "reason.json").read_text())
@@ -223,14 +225,18 @@ def test_quarantine_holds_copies_and_machine_readable_reasons(accepted):
         assert record["reasons"] and set(record["reasons"]) <= set(REASONS)
         assert all(isinstance(p, str) and p for p in record["problems"])
         assert record["kind"] in ("pair", "file") and record["vendor"] == "acme-studio"
-        copies = sorted(p.name for p in folder.iterdir() if p.name != "reason.json")
+        # no second copy of the bytes: reason.json references the content-addressed raw file(s)
+        assert [p.name for p in folder.iterdir()] == ["reason.json"]
+        refs = record["raw_paths"]
         if record["kind"] == "pair":
-            assert [c.split(".")[0] for c in copies] == ["image", "mask"]
-            assert record["sha256"] == sha256((folder / copies[0]).read_bytes())
+            assert sorted(refs) == ["image", "mask"]
+            assert record["mask_sha256"] == sha256((accepted.stage.root / refs["mask"]).read_bytes())
         else:
-            assert len(copies) == 1
-            assert record["sha256"] == sha256((folder / copies[0]).read_bytes())
-    assert len(raw_files) > 60  # the raw store still holds everything: quarantine copies, never moves
+            assert sorted(refs) == ["file"]
+        (first, *_) = refs.values()
+        assert record["sha256"] == sha256((accepted.stage.root / first).read_bytes())
+        assert all((accepted.stage.root / r).is_relative_to(accepted.stage.raw) for r in refs.values())
+    assert len(raw_files) > 60  # the raw store still holds everything: quarantine references, never moves
 
 
 def test_report_and_quarantine_csv_list_every_bad_item(accepted):

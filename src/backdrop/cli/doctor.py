@@ -30,18 +30,25 @@ TIMEOUT = 5.0
 
 @dataclass
 class Check:
+    """One finding. Its detail (URLs, driver and HTTP errors) is redacted when made: whatever a check
+    puts there, `backdrop doctor` prints and `--json` emits no password or token."""
+
     area: str
     status: str  # OK | WARN | FAIL
     detail: str
     fix: str = ""
 
+    def __post_init__(self) -> None:
+        from backdrop.config import redact
+
+        self.detail = redact(self.detail)
+
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    """A URL fit to print: backdrop.config.redact_url (imported on use: `backdrop --help` stays fast)."""
+    from backdrop.config import redact_url
+
+    return redact_url(url)
 
 
 def _tcp(host: str, port: int) -> str | None:
@@ -181,13 +188,13 @@ def check_mlflow(profile: str, params) -> list[Check]:
         try:
             r = requests.get(uri.rstrip("/") + "/health", timeout=TIMEOUT)
             r.raise_for_status()
-            out.append(Check("mlflow.tracking", "OK", f"{uri} healthy"))
+            out.append(Check("mlflow.tracking", "OK", f"{_redact(uri)} healthy"))
         except Exception as exc:  # noqa: BLE001
-            return [Check("mlflow.tracking", "FAIL", f"{uri}: {exc}",
+            return [Check("mlflow.tracking", "FAIL", f"{_redact(uri)}: {exc}",
                           "start the server: mlflow server --backend-store-uri postgresql://… "
                           "--artifacts-destination s3://… --host 0.0.0.0 --port 5000")]
     else:
-        out.append(Check("mlflow.tracking", "OK", uri))
+        out.append(Check("mlflow.tracking", "OK", _redact(uri)))
     try:
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -344,15 +351,15 @@ def bootstrap(params: ParamsOpt = None) -> None:
     url = os.environ.get(DVC_REMOTE_ENV)
     if url:
         name = configure_dvc_remote(project_dir(), url, os.environ.get(DVC_ENDPOINT_ENV, ""))
-        typer.echo(f"dvc: default remote {name!r} → {url} (in .dvc/config.local)")
+        typer.echo(f"dvc: default remote {name!r} → {_redact(url)} (in .dvc/config.local)")
     else:
         typer.echo(f"dvc: {DVC_REMOTE_ENV} not set, remote left as configured")
     uri = tracking_uri(p)
     if uri.startswith(("http://", "https://")):
         exp_id = ensure_mlflow_experiment(uri, p.mlflow.experiment)
-        typer.echo(f"mlflow: experiment {p.mlflow.experiment!r} ({exp_id}) on {uri}")
+        typer.echo(f"mlflow: experiment {p.mlflow.experiment!r} ({exp_id}) on {_redact(uri)}")
     else:
-        typer.echo(f"mlflow: {uri} is not a server; the experiment is created on first use")
+        typer.echo(f"mlflow: {_redact(uri)} is not a server; the experiment is created on first use")
 
 
 @app.command()

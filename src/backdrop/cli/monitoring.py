@@ -118,10 +118,11 @@ def monitor_status(last: Annotated[int, typer.Option(help="metric points to show
     """Alert state, the latest metric points and notifications."""
     from sqlalchemy import select
 
+    from backdrop.config import redact_url
     from backdrop.data.predlog import AlertEvent, AlertState, MetricPoint, db_url, sessions
 
     mp = _params(params).monitoring
-    typer.echo(f"log: {db_url(mp)}")
+    typer.echo(f"log: {redact_url(db_url(mp))}")
     with sessions(mp)() as s:
         for st in s.scalars(select(AlertState)):
             typer.echo(f"rule {st.rule}: {'FIRING' if st.firing else 'ok'} incident {st.incident_id} {st.scopes}")

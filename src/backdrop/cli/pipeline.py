@@ -1,4 +1,8 @@
-"""The pipeline stages as commands: each is the stage function with params.yaml behind it."""
+"""The pipeline stages as commands: each is the stage function with params.yaml behind it.
+
+Expected errors (a missing drop, a refused drop, a failed validation, a bad params file) are not caught
+here: the root group (`cli.common.BackdropGroup`) ends every command with one line for them.
+"""
 
 from __future__ import annotations
 
@@ -27,15 +31,10 @@ def ingest(drop: Annotated[Path | None, typer.Argument(help="drop folder (defaul
 @pipeline_app.command()
 def validate(params: ParamsOpt = None) -> None:
     """Check every pair with the Great Expectations suite; quarantine the failures."""
-    from backdrop.stages.validate import ValidationFailed
     from backdrop.stages.validate import validate as run
 
     p = _params(params)
-    try:
-        r = run(p.validate_, p.ingest)
-    except ValidationFailed as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(1) from None
+    r = run(p.validate_, p.ingest)  # ValidationFailed: one line, exit 1 (BackdropGroup)
     typer.echo(f"validate: {r.good} good, {r.quarantined} quarantined {r.reasons or ''}; report {r.report}")
 
 
@@ -72,8 +71,7 @@ def train(
     params: ParamsOpt = None,
 ) -> None:
     """Train U²-Net(P) with deep supervision; logs to MLflow. `--np N` runs N data-parallel workers."""
-    from backdrop.config import ConfigError, TrainParams
-    from backdrop.distributed import DistributedError
+    from backdrop.config import TrainParams
     from backdrop.stages.train import train as run
 
     p = _params(params)
@@ -86,11 +84,7 @@ def train(
         p = p.model_copy(update={"train": tp})
     if hosts and p.train.processes == 1:
         raise typer.BadParameter("--hosts needs --np > 1")
-    try:
-        r = run(p, resume=resume, hosts=hosts)
-    except (DistributedError, ConfigError) as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(1) from None
+    r = run(p, resume=resume, hosts=hosts)  # DistributedError / ConfigError: one line (BackdropGroup)
     typer.echo(f"train: best val IoU {r.best_val_iou:.4f} after {r.epochs_run} epoch(s); "
                f"{r.model_path}; MLflow run {r.run_id}")
 
@@ -123,7 +117,7 @@ def summary(params: ParamsOpt = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from backdrop.config import resolve, tracking_uri
+    from backdrop.config import redact_url, resolve, tracking_uri
 
     p = _params(params)
     metrics_dir = resolve(p.evaluate.out_dir)
@@ -131,10 +125,8 @@ def summary(params: ParamsOpt = None) -> None:
         metrics = json.loads((metrics_dir / "eval.json").read_text())
         reg = json.loads((metrics_dir / "register.json").read_text())
         names = json.loads((resolve(p.cluster.out_dir) / "summary.json").read_text())
-    except FileNotFoundError as exc:
-        typer.secho(f"{exc.filename}: missing — run the pipeline first (make demo or dvc repro)",
-                    fg="red", err=True)
-        raise typer.Exit(1) from None
+    except FileNotFoundError as exc:  # said with the way out; one line, exit 1 (BackdropGroup)
+        raise FileNotFoundError(f"{exc.filename}: missing — run the pipeline first (make demo or dvc repro)") from None
     table = Table(title=f"test IoU per cluster ({metrics['n']} held-out images)")
     for col in ("cluster", "name", "images", "IoU"):
         table.add_column(col)
@@ -146,7 +138,7 @@ def summary(params: ParamsOpt = None) -> None:
     console.print(table)
     verdict = "now @" + p.register_.alias if reg["promoted"] else "not promoted"
     console.print(f"model: {p.register_.model_name} v{reg['version']} ({verdict}: {reg['reason']})")
-    console.print(f"MLflow run {reg['run_id']} in {tracking_uri(p)} — browse with `make mlflow-ui` "
+    console.print(f"MLflow run {reg['run_id']} in {redact_url(tracking_uri(p))} — browse with `make mlflow-ui` "
                   "(http://127.0.0.1:5000)")
     console.print(f"metrics: {metrics_dir}/eval.json, plots: {metrics_dir}/plots/, "
                   f"quarantine: {resolve(p.validate_.quarantine_dir)}")

@@ -22,6 +22,10 @@ ok opens an incident and notifies; further breaches while firing stay quiet; a w
 samples and no breach closes it with one resolved notice. A window with too few samples changes
 nothing. If every configured channel fails, the state is not changed and AlertDeliveryError is
 raised (the DAG task fails, so the next run tries again and the failure callback fires).
+
+Secrets never surface: a channel's error (urllib quotes a malformed URL, or just its password) is
+recorded and logged through `backdrop.config.redact` with the webhook URL's parts and the SMTP password
+as known secrets, and what is posted and stored (`alert_events`) is redacted as well.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import urllib.request
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from backdrop.config import MonitoringParams, Params
+from backdrop.config import MonitoringParams, Params, redact, url_secrets
 from backdrop.data.predlog import AlertEvent, AlertState, sessions, utcnow
 from backdrop.monitoring.drift import WindowMetrics
 
@@ -97,7 +101,9 @@ def airflow_connection(conn_id: str):
     except AirflowNotFoundException:
         return None
     except Exception as exc:  # a broken secrets lookup must not silence the on-call channel
-        log.warning("Airflow connection %s could not be read (%s); falling back to the environment", conn_id, exc)
+        uri = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "")
+        log.warning("Airflow connection %s could not be read (%s); falling back to the environment", conn_id,
+                    redact(str(exc), [uri, *url_secrets(uri)]))
         return None
 
 
@@ -137,6 +143,10 @@ class Channels:
     @property
     def names(self) -> list[str]:
         return [name for name, on in (("webhook", self.webhook_url), ("email", self.smtp_host)) if on]
+
+    def scrub(self, text: str) -> str:
+        """`text` (an error message) without the webhook URL's secrets or the SMTP password."""
+        return redact(text, [*url_secrets(self.webhook_url), self.smtp_password])
 
 
 def resolve_channels(mp: MonitoringParams) -> Channels:
@@ -185,11 +195,24 @@ def _send_email(mp: MonitoringParams, channels: Channels, msg: EmailMessage) -> 
         client.send_message(msg)
 
 
+def _redacted(value):
+    """A JSON-able value with every string passed through `redact` (keys and structure unchanged)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
 def send(mp: MonitoringParams, note: Notification, incident_id: str | None = None) -> list[str]:
     """Deliver to every configured channel and record the event; returns the channels that worked."""
     delivered, errors = [], []
     resolved = resolve_channels(mp)
     channels = resolved.names
+    note = Notification(note.kind, redact(note.title), [redact(line) for line in note.lines],
+                        _redacted(note.payload))
     body = note.slack_body()
     for channel in channels:
         try:
@@ -199,8 +222,9 @@ def send(mp: MonitoringParams, note: Notification, incident_id: str | None = Non
                 _send_email(mp, resolved, note.email(mp.smtp.sender, mp.smtp.recipients))
             delivered.append(channel)
         except Exception as exc:  # one broken channel must not silence the other
-            log.error("alert via %s failed: %s", channel, exc)
-            errors.append(f"{channel}: {exc}")
+            reason = resolved.scrub(str(exc) or type(exc).__name__)
+            log.error("alert via %s failed: %s", channel, reason)
+            errors.append(f"{channel}: {reason}")
     if not channels:
         log.warning("no alert channel configured (Airflow connection %s or $%s; monitoring.smtp); %s: %s",
                     mp.webhook_conn_id, mp.webhook_url_env, note.kind, note.title)
@@ -303,13 +327,14 @@ def notify_dag_failure(context: dict, mp: MonitoringParams) -> None:
     run_id = getattr(dag_run, "run_id", "?")
     task_id = getattr(ti, "task_id", None)
     exc = context.get("exception")
+    error = redact(repr(exc)) if exc else None  # a task's error may quote a DB URL with its password
     title = f"DAG {dag_id} failed" + (f" at task {task_id}" if task_id else "")
-    lines = [f"*run*: {run_id}", f"*error*: {exc!r}" if exc else "*error*: see the task log"]
+    lines = [f"*run*: {run_id}", f"*error*: {error}" if exc else "*error*: see the task log"]
     log_url = getattr(ti, "log_url", None)
     if log_url:
         lines.append(f"*log*: {log_url}")
     payload = {"kind": "dag_failure", "dag_id": dag_id, "run_id": run_id, "task_id": task_id,
-               "error": repr(exc) if exc else None}
+               "error": error}
     try:
         send(mp, Notification("dag_failure", title, lines, payload))
     except AlertDeliveryError as err:  # a callback must not raise; the log keeps the trace

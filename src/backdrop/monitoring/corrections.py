@@ -1,11 +1,14 @@
 """Corrections intake: reviewers' masks, validated, matched to their prediction, kept with history.
 
 A correction arrives as `<image-id or stem>.png` in the inbox (`monitoring.inbox_dir`) or through
-`backdrop corrections add FILE --image-id ID`. It must be the original photo's size and binary: a
-greyscale mask with at most `monitoring.max_gray_share` pixels strictly between 16 and 239, or an
-image with an alpha channel (the alpha is the mask). It is matched to the newest prediction of that
-image, stored content-addressed as a 0/255 PNG and appended (earlier corrections stay; the newest
-one counts). Inbox files are moved to `processed/` or to `rejected/` with a `.reason.txt`.
+`backdrop corrections add FILE --image-id ID`. It must be the original photo's size and pass the
+mask rules validate applies to training masks (`backdrop.io.mask_rule` / `measure_mask`, one rule,
+no copy): an alpha that varies is the mask; a constant alpha (a mask painted on an opaque canvas) is
+ignored and the grey picture is read; colour is no mask (`mask_not_grayscale_or_alpha`); at most
+`monitoring.max_gray_share` grey pixels (`mask_not_binary`); at least one foreground pixel
+(`mask_empty`) and at most `MAX_COVERAGE` foreground (`coverage_out_of_bounds`). It is matched to
+the newest prediction of that image, stored content-addressed as a 0/255 PNG and appended (earlier
+corrections stay; the newest one counts). Inbox files are moved to `processed/` or to `rejected/` with a `.reason.txt`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from backdrop.config import MonitoringParams, resolve
+from backdrop.config import MonitoringParams, ValidateParams, resolve
 from backdrop.data.predlog import Correction, Store, latest_prediction, naive_utc, sessions, utcnow
-from backdrop.io import BadImageError, open_image
+from backdrop.io import BadImageError, mask_rule, measure_mask, open_image
+
+# A correction covering more than this is no product outline (validate.max_coverage's default, the
+# bound training masks pass). TODO(config): a `monitoring.max_coverage` field would make it a setting.
+MAX_COVERAGE = ValidateParams.model_fields["max_coverage"].default
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +41,25 @@ class CorrectionError(ValueError):
         self.reason = reason
 
 
-def mask_from_image(image, max_gray_share: float, name: str = "mask") -> np.ndarray:
-    """bool (H, W) foreground from a reviewer's file: its alpha channel, else its grey levels."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    grey = np.asarray(image.convert("RGBA").getchannel("A") if has_alpha else image.convert("L"), np.uint8)
-    gray_share = float(np.count_nonzero((grey > 16) & (grey < 239)) / max(1, grey.size))
-    if gray_share > max_gray_share:
-        raise CorrectionError(f"{name}: {gray_share:.1%} of pixels are neither black nor white "
+def mask_from_image(image, max_gray_share: float, name: str = "mask",
+                    max_coverage: float = MAX_COVERAGE) -> np.ndarray:
+    """bool (H, W) foreground from a reviewer's file, by validate's mask rules; CorrectionError with
+    the reason (validate's vocabulary) when it is no usable mask."""
+    channel, why = mask_rule(image)
+    if channel is None:
+        raise CorrectionError(f"{name}: not a mask: {why}", "mask_not_grayscale_or_alpha")
+    m = measure_mask(channel)
+    if m.gray_share > max_gray_share:
+        raise CorrectionError(f"{name}: {m.gray_share:.1%} of pixels are neither black nor white "
                               f"(max {max_gray_share:.1%}); deliver a binary mask or an alpha matte",
-                              "not_binary")
-    return grey >= 128
+                              "mask_not_binary")
+    if not m.foreground:
+        hint = " (values 0/1 only: a label map? masks are 0/255)" if m.label_map else ""
+        raise CorrectionError(f"{name}: the mask has no foreground pixel{hint}", "mask_empty")
+    if m.coverage > max_coverage:
+        raise CorrectionError(f"{name}: {m.coverage:.1%} of the image is foreground (max {max_coverage:.0%}); "
+                              "an all-white mask or an opaque canvas outlines nothing", "coverage_out_of_bounds")
+    return np.asarray(channel, np.uint8) >= 128
 
 
 def add_correction(params: MonitoringParams, file: Path, key: str | None = None, source: str = "cli",

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from backdrop import tracking
-from backdrop.config import Params, resolve
+from backdrop.config import Params, redact_url, resolve
 from backdrop.monitoring.drift import WindowMetrics, time_series, window_samples
 
 log = logging.getLogger(__name__)
@@ -156,16 +156,19 @@ def _log_mlflow(params: Params, wm: WindowMetrics, html: Path | None, trend: Pat
             if artifact is not None:
                 mlflow.log_artifact(str(artifact), artifact_path="monitoring")
         run_id = run.info.run_id
-    url = f"{mp.mlflow_ui_url.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}"
+    url = redact_url(f"{mp.mlflow_ui_url.rstrip('/')}/#/experiments/{exp_id}/runs/{run_id}")
     return run_id, url
 
 
 def link(params: Params, path: Path | None) -> str | None:
-    """A link to a report file: under `monitoring.report_base_url` if set, else a file URI."""
+    """A link to a report file: under `monitoring.report_base_url` if set, else a file URI.
+
+    Links go into alerts, the database and MLflow: a base URL's credentials are masked (redact_url).
+    """
     if path is None:
         return None
     base = params.monitoring.report_base_url
     if base:
         rel = path.relative_to(resolve(params.monitoring.reports_dir))
-        return f"{base.rstrip('/')}/{rel.as_posix()}"
+        return redact_url(f"{base.rstrip('/')}/{rel.as_posix()}")
     return path.resolve().as_uri()

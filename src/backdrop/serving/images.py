@@ -12,7 +12,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from backdrop.io import PIL_FORMATS, BadImageError
+from backdrop.io import PIL_FORMATS, BadImageError, normalize_image
 
 # magic bytes → (format name, MIME type); WebP is checked separately (RIFF....WEBP)
 _SIGNATURES = (
@@ -69,7 +69,7 @@ def header_size(data: bytes, max_pixels: int) -> tuple[int, int]:
 
 def decode(data: bytes, max_pixels: int):
     """Fully decoded RGB photo (EXIF orientation applied); BadImageError on anything wrong."""
-    from PIL import Image, ImageFile, ImageOps
+    from PIL import Image, ImageFile
 
     header_size(data, max_pixels)
     lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
@@ -78,8 +78,7 @@ def decode(data: bytes, max_pixels: int):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as img:
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return img.convert("RGB")
+                return normalize_image(img, "upload").convert("RGB")  # the one decoder (16-bit, CMYK, EXIF...)
     except BadImageError:
         raise
     except Exception as exc:  # OSError "image file is truncated", SyntaxError, ValueError...

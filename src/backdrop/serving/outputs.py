@@ -205,6 +205,9 @@ def alpha_of(prob: np.ndarray) -> np.ndarray:
     return (np.clip(prob, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+MAX_CANVAS_PIXELS = 64_000_000  # the white canvas never exceeds this (the photo decoder's own default cap)
+
+
 def white_canvas(photo, alpha: np.ndarray, aspect: str, margin: float):
     """Product on white, cropped to its bounding box and centred on a canvas of `aspect`."""
     from PIL import Image
@@ -228,8 +231,13 @@ def white_canvas(photo, alpha: np.ndarray, aspect: str, margin: float):
     t = max(bw / (rw - 2 * m * k), bh / (rh - 2 * m * k))
     cw, ch = t * rw, t * rh
     cw, ch = max(bw, math.ceil(cw - 1e-6)), max(bh, math.ceil(ch - 1e-6))
+    product = full.crop((x0, y0, x1, y1))
+    if cw * ch > MAX_CANVAS_PIXELS:  # a long thin product on a square canvas: scale both down, never OOM
+        s = math.sqrt(MAX_CANVAS_PIXELS / (cw * ch))
+        cw, ch, bw, bh = max(1, int(cw * s)), max(1, int(ch * s)), max(1, int(bw * s)), max(1, int(bh * s))
+        product = product.resize((bw, bh), Image.Resampling.LANCZOS)
     canvas = Image.new("RGB", (cw, ch), (255, 255, 255))
-    canvas.paste(full.crop((x0, y0, x1, y1)), ((cw - bw) // 2, (ch - bh) // 2))
+    canvas.paste(product, ((cw - bw) // 2, (ch - bh) // 2))
     return canvas
 
 

@@ -25,7 +25,11 @@ trained on) is refused before anything is stored.
 
 Zip drops are read member by member straight from the archive: member names are never used as
 file-system paths (no path traversal), members named like `../x` or symbolic links are kept but
-flagged unsafe, and an archive claiming more than `ingest.max_unpacked_bytes` is refused.
+flagged unsafe. An archive is refused, naming it and the member, before a single byte is stored,
+when a member compresses more than `MAX_RATIO`:1 (a zip bomb: deflate reaches ~1000:1 on zeros),
+when one member unpacks to more than `MAX_MEMBER_BYTES`, or when all together claim more than
+`ingest.max_unpacked_bytes`. The sizes checked are the headers' (zipfile never reads a member past
+its declared size, and its CRC check fails if the data differ).
 Files are streamed (hash, then copy + verify), so memory stays flat whatever the drop's size.
 """
 
@@ -57,6 +61,10 @@ MASK_DIRS = {"masks", "mask", "alpha", "alphas", "mattes", "matte"}
 IMAGE_DIRS = {"images", "image", "photos", "photo", "img", "imgs"}
 SYSTEM_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}
 CHUNK = 1 << 20
+# Zip members. TODO(config): ingest.max_ratio / ingest.max_member_bytes would make these settings.
+MAX_RATIO = 100                 # unpacked:packed bytes of one member; photos/masks are already compressed
+RATIO_MIN_BYTES = 1 << 20       # members smaller than this cannot hurt whatever their ratio (a tiny PNG)
+MAX_MEMBER_BYTES = 512 << 20    # one member unpacked; a 64-Mpixel 16-bit RGBA TIFF is 512 MB
 
 METADATA_FIELDS = [
     "file_id", "path", "sha256", "bytes", "source_drop", "source_path", "received_at", "vendor",
@@ -78,6 +86,10 @@ class IngestResult:
     unpaired_added: int = 0    # of `orphans`, how many were new to the store
     skipped: list[str] = field(default_factory=list)  # OS clutter and symlinks, listed, not stored
     metadata: list[str] = field(default_factory=list)  # drop.json and the files it declares (raw/metadata/)
+
+
+class ArchiveRefused(ValueError):
+    """A zip drop that would unpack to too much: a zip bomb, a huge member, or too much in total."""
 
 
 @dataclass(frozen=True)
@@ -154,10 +166,11 @@ def _zip_entries(archive: zipfile.ZipFile, label: str, prefix: str, budget: list
             continue
         if info.flag_bits & 0x1:
             raise ValueError(f"{label}: member {info.filename!r} is encrypted; decrypt the drop first")
+        _check_member(label, info)
         budget[0] -= info.file_size
         if budget[0] < 0:
-            raise ValueError(f"{label}: unpacks to more than ingest.max_unpacked_bytes "
-                             "(zip bomb?); split the drop or raise the limit")
+            raise ArchiveRefused(f"{label}: unpacks to more than ingest.max_unpacked_bytes "
+                                 f"(at member {info.filename!r}; zip bomb?); split the drop or raise the limit")
         members.append((info, name))
     # One folder wrapping everything ("drop-2024-05/images/...") is packaging, not part of the names.
     tops = {name.split("/", 1)[0] for _, name in members}
@@ -176,6 +189,20 @@ def _zip_entries(archive: zipfile.ZipFile, label: str, prefix: str, budget: list
         rel = "/".join(p for p in (prefix, *clean) if p) or f"{label}-member-{index}"
         entries.append(Entry(rel, info.file_size, partial(archive.open, info), unsafe))
     return entries
+
+
+def _check_member(label: str, info: zipfile.ZipInfo) -> None:
+    """Refuse a member by its header, before anything is read: too big, or compressed like a bomb."""
+    mb = info.file_size / 1e6
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise ArchiveRefused(f"{label}: member {info.filename!r} unpacks to {mb:,.0f} MB, more than the "
+                             f"{MAX_MEMBER_BYTES / 1e6:,.0f} MB a photo or mask may have; archive refused, "
+                             "nothing stored")
+    if info.file_size >= RATIO_MIN_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+        ratio = info.file_size / max(info.compress_size, 1)
+        raise ArchiveRefused(f"{label}: member {info.filename!r} has a compression ratio of {ratio:,.0f}:1 "
+                             f"({info.compress_size:,} bytes unpack to {mb:,.1f} MB; more than {MAX_RATIO}:1 "
+                             "is a zip bomb, not a photo); archive refused, nothing stored")
 
 
 def list_drop(drop: Path, stack: ExitStack, max_unpacked_bytes: int) -> tuple[list[Entry], list[str]]:

@@ -86,7 +86,8 @@ def prepare(params: PrepareParams, validate_params: ValidateParams,
         (out / "crops" / "masks").mkdir(parents=True, exist_ok=True)
     index, counts = [], {"train": 0, "val": 0, "test": 0}
     for row in progress(rows, desc=f"prepare {params.size}px", unit="pair"):
-        image = open_image(raw / row["image_path"], max_pixels=validate_params.max_pixels)
+        # the one decoder validate used: upright, 16-bit scaled (not clipped), the mask by validate's rule
+        image = open_image(raw / row["image_path"], max_pixels=validate_params.max_pixels, mode="RGB")
         mask = mask_channel(open_image(raw / row["mask_path"], max_pixels=validate_params.max_pixels))
         photo, target = resize_pair(image, mask, params.size, params.soft_masks)
         name = row["pair_id"]

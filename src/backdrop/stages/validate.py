@@ -7,8 +7,9 @@ expectation carries one reason of the fixed vocabulary `REASONS` in its meta. A 
 prerequisite failed is left empty (GE skips nulls), so every item gets its root cause only: a mask
 that does not decode is `corrupt_file`, not also "empty" and "wrong size".
 
-Failing items are copied to `data/quarantine/<id>/` with `reason.json`, listed in
-`quarantine.csv` and in the HTML report. The stage fails only when the bad share exceeds
+Failing items get a folder `data/quarantine/<id>/` holding only `reason.json`, which references
+the item's files in the content-addressed raw store (`raw_paths`, with their sha256) instead of a
+second copy of the bytes; they are listed in `quarantine.csv` and in the HTML report. The stage fails only when the bad share exceeds
 `validate.max_bad_share`.
 """
 
@@ -17,10 +18,9 @@ from __future__ import annotations
 import html
 import json
 import logging
-import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from backdrop.config import IngestParams, ValidateParams, resolve
@@ -29,6 +29,8 @@ from backdrop.io import (
     decoded_image,
     hamming,
     hash_words,
+    mask_rule,
+    measure_mask,
     perceptual_hash,
     read_csv,
     write_csv,
@@ -43,13 +45,16 @@ REASONS: dict[str, str] = {
     "not_an_image": "not a JPEG/PNG/WebP/TIFF/BMP image (a text file named .jpg, a PDF, ...)",
     "empty_file": "the file has 0 bytes",
     "corrupt_file": "the image is truncated or corrupt: it does not decode completely",
+    "unsupported_mode": "the pixels cannot be decoded faithfully to 8-bit RGB/grey (LAB/HSV modes, "
+                        "negative, NaN or out-of-range 32-bit values)",
     "too_large": "the header claims more than validate.max_pixels pixels (decompression bomb); "
                  "rejected from the header without decoding",
     "missing_file": "the stored file is missing from the raw store",
     "unsafe_path": "a zip member with an absolute or ../ name, or a symbolic link",
     "resolution_too_low": "the photo's shorter side is below validate.min_side",
     "mask_size_mismatch": "mask and photo differ in width or height",
-    "mask_not_grayscale_or_alpha": "the mask is a colour image, or an RGBA image whose alpha is constant",
+    "mask_not_grayscale_or_alpha": "the mask is a colour image without an alpha outline (an alpha that "
+                                   "is constant is ignored and the picture itself is read)",
     "mask_not_binary": "more than validate.max_gray_share of the mask is grey (a mask is black/white "
                        "with soft edges only)",
     "mask_empty": "the mask has no foreground pixel",
@@ -66,8 +71,6 @@ STAT_FIELDS = [
     "mask_single_channel", "mask_has_foreground", "coverage", "gray_share", "is_duplicate",
     "duplicate_of", "near_distance", "near_duplicate_of", "phash", "notes",
 ]
-GREY_LOW, GREY_HIGH = 16, 240     # mask values in [16, 240) count as grey
-COLOUR_SPREAD, COLOUR_SHARE = 12, 0.005  # RGB masks: >0.5% of pixels with channels >12 apart = colour
 
 
 class ValidationFailed(RuntimeError):
@@ -94,37 +97,14 @@ def photo_stats(path: Path, max_pixels: int) -> dict[str, Any]:
         with decoded_image(path, max_pixels=max_pixels) as image:
             stats.update(image_status="ok", width=image.width, height=image.height,
                          min_side=min(image.size), phash=perceptual_hash(image))
-            orientation = image.getexif().get(0x0112, 1)
-            if orientation in (5, 6, 7, 8):
-                stats["notes"].append(f"photo: EXIF orientation {orientation} (stored rotated by 90°)")
+            orientation = image.info.get("exif_orientation", 1)
+            if orientation in (5, 6, 7, 8):  # the decoder turned it upright; the mask must match that
+                stats["notes"].append(f"photo: EXIF orientation {orientation} (stored rotated by 90°, "
+                                      "checked and prepared upright)")
     except BadImageError as exc:
         stats.update(image_status=exc.reason)
         stats["notes"].append(f"photo: {exc}")
     return stats
-
-
-def _mask_channel(mask) -> tuple[Any, str]:
-    """The single channel `prepare` will train on (same rules as prepare.mask_channel), or why none."""
-    from PIL import ImageChops
-
-    if mask.mode == "RGBA":
-        alpha = mask.getchannel("A")
-        low, high = alpha.getextrema()
-        if low == high:
-            return None, f"RGBA mask with a constant alpha ({low}): the alpha carries no outline"
-        return alpha, ""
-    if mask.mode == "LA":
-        return mask.getchannel(0), ""
-    if mask.mode in ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        return mask.convert("L"), ""
-    r, g, b = mask.convert("RGB").split()  # RGB, P, CMYK, ...: a mask only if it is grey
-    spread = ImageChops.lighter(ImageChops.lighter(ImageChops.difference(r, g),
-                                                   ImageChops.difference(g, b)),
-                                ImageChops.difference(r, b))
-    coloured = sum(spread.histogram()[COLOUR_SPREAD + 1:]) / (mask.width * mask.height)
-    if coloured > COLOUR_SHARE:
-        return None, f"{mask.mode} mask in colour ({coloured:.1%} of pixels are not grey)"
-    return mask.convert("L"), ""
 
 
 def mask_stats(path: Path, max_pixels: int) -> dict[str, Any]:
@@ -133,23 +113,20 @@ def mask_stats(path: Path, max_pixels: int) -> dict[str, Any]:
     try:
         with decoded_image(path, max_pixels=max_pixels) as mask:
             stats.update(mask_status="ok", mask_width=mask.width, mask_height=mask.height,
-                         mask_mode=mask.mode)
-            channel, why_not = _mask_channel(mask)
+                         mask_mode=mask.info.get("stored_mode", mask.mode))
+            channel, why_not = mask_rule(mask)  # the rule corrections apply too
+            m = measure_mask(channel) if channel is not None else None
     except BadImageError as exc:
         stats.update(mask_status=exc.reason)
         stats["notes"].append(f"mask: {exc}")
         return stats
-    stats["mask_single_channel"] = channel is not None
-    if channel is None:
+    stats["mask_single_channel"] = m is not None
+    if m is None:
         stats["notes"].append(f"mask: {why_not}")
         return stats
-    hist = channel.histogram()  # 256 counts: no pixel array needed
-    n = channel.width * channel.height
-    foreground = sum(hist[128:])
-    stats.update(mask_has_foreground=foreground > 0,
-                 gray_share=sum(hist[GREY_LOW:GREY_HIGH]) / n,
-                 coverage=foreground / n if foreground else None)
-    if not foreground and hist[1] > 0 and sum(hist[2:]) == 0:
+    stats.update(mask_has_foreground=m.foreground > 0, gray_share=m.gray_share,
+                 coverage=m.coverage if m.foreground else None)
+    if m.label_map:
         stats["notes"].append("mask: values are 0/1 only - a label map? masks are 0 (background) / 255")
     return stats
 
@@ -360,7 +337,8 @@ def validate(params: ValidateParams, ingest_params: IngestParams) -> ValidateRes
         for r in why:
             reasons[r] = reasons.get(r, 0) + 1
         problems = [_explain(r, stats, params) for r in why] + stats["notes"]
-        bad_rows.append(_quarantine(raw, quarantine_dir, sources[item_id], stats, why, problems))
+        bad_rows.append(_quarantine(raw, quarantine_dir, sources[item_id], stats, why, problems,
+                                    raw_label=ingest_params.raw_dir))
     _drop_stale(quarantine_dir, {b["item_id"] for b in bad_rows})
 
     from backdrop.data.manifest import MANIFEST_FIELDS
@@ -405,41 +383,45 @@ def _explain(reason: str, s: dict[str, Any], p: ValidateParams) -> str:
 
 
 QUARANTINE_FIELDS = ["item_id", "kind", "reasons", "problems", "source_drop", "source_image",
-                     "source_mask", "source_path", "sha256", "mask_sha256", "vendor", "received_at"]
-
-
-def _safe_name(name: str, default: str) -> str:
-    clean = re.sub(r"[^\w.\-]", "_", PurePosixPath(name.replace("\\", "/")).name)[:100].lstrip(".")
-    return clean or default
-
-
-def _copy(src: Path, dest: Path) -> None:
-    if src.is_file() and not (dest.exists() and dest.stat().st_size == src.stat().st_size):
-        shutil.copyfile(src, dest)
+                     "source_mask", "source_path", "sha256", "mask_sha256", "raw_paths", "vendor",
+                     "received_at"]
 
 
 def _quarantine(raw: Path, quarantine_dir: Path, row: dict[str, str], stats: dict[str, Any],
-                reasons: list[str], problems: list[str]) -> dict[str, Any]:
-    """Copy (never move) a failing item aside with a machine-readable reason; its quarantine.csv row."""
+                reasons: list[str], problems: list[str], raw_label: Path | None = None) -> dict[str, Any]:
+    """Set a failing item aside with a machine-readable reason; its quarantine.csv row.
+
+    The folder holds `reason.json` only: `raw_paths` references the item's content-addressed files in
+    the raw store (`raw_label`/…, as configured: ingest.raw_dir), whose names are their sha256. No
+    second copy of the bytes is written (a bomb-sized drop would otherwise be stored twice), and any
+    copies an earlier version wrote here are removed; the raw store keeps the files.
+    """
     item_id = stats["item_id"]
     dest = quarantine_dir / item_id
     dest.mkdir(parents=True, exist_ok=True)
+    label = Path(raw_label) if raw_label is not None else raw
+
+    def ref(rel: str) -> str:
+        return (label / rel).as_posix()
+
     if stats["kind"] == "pair":
-        for key, name in (("image_path", "image"), ("mask_path", "mask")):
-            src = raw / row[key]
-            _copy(src, dest / f"{name}{src.suffix}")
+        refs = {"image": ref(row["image_path"]), "mask": ref(row["mask_path"])}
         source = {"source_image": row["source_image"], "source_mask": row["source_mask"],
                   "sha256": row["image_sha256"], "mask_sha256": row["mask_sha256"]}
     else:
-        _copy(raw / row["path"], dest / _safe_name(row["source_path"], "file.bin"))
+        refs = {"file": ref(row["path"])}
         source = {"source_path": row["source_path"], "sha256": row["sha256"]}
+    for old in dest.iterdir():  # copies made by earlier versions of this stage
+        if old.name != "reason.json" and (old.is_file() or old.is_symlink()):
+            old.unlink()
     record = {"item_id": item_id, "kind": stats["kind"], "reasons": reasons, "problems": problems,
               "source_drop": row["source_drop"], "vendor": row["vendor"],
-              "received_at": row["received_at"], **source,
+              "received_at": row["received_at"], **source, "raw_paths": refs,
               "stats": {k: stats.get(k) for k in STAT_FIELDS if k not in ("notes", "phash")
                         and stats.get(k) is not None}}
     write_json(dest / "reason.json", record)
-    return {**record, "reasons": ";".join(reasons), "problems": " | ".join(problems)}
+    return {**record, "reasons": ";".join(reasons), "problems": " | ".join(problems),
+            "raw_paths": ";".join(refs.values())}
 
 
 def _drop_stale(quarantine_dir: Path, current: set[str]) -> None:

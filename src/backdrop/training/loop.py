@@ -55,6 +55,7 @@ from backdrop.training.checkpoint import (
     save_checkpoint,
 )
 from backdrop.training.losses import deep_supervision_loss, lr_lambda, soft_iou_loss
+from backdrop.training.mlflow_run import start_run
 from backdrop.training.sampling import draw_batch, epoch_order, shard, update_hardness
 
 if TYPE_CHECKING:
@@ -141,38 +142,6 @@ def autocast_dtype(tp: TrainParams, device):
     return torch.bfloat16
 
 
-def _start_mlflow(stack: contextlib.ExitStack, params: Params, run_id: str | None, extra: dict) -> str:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from backdrop import tracking
-
-    experiment_id = tracking.setup(params)
-    if run_id:
-        try:
-            return stack.enter_context(mlflow.start_run(run_id=run_id, log_system_metrics=False)).info.run_id
-        except MlflowException as exc:
-            log.warning("MLflow run %s of the checkpoint is gone (%s); logging to a new run", run_id, exc)
-    tp = params.train
-    lineage = tracking.dvc_lineage()
-    prepared = str(params.prepare.out_dir)
-    data = tracking.data_version(lineage, prepared)
-    recipe = (f"{tp.model} from {tp.init} weights, {tp.epochs} epochs ({tp.low_res_epochs} at {tp.low_res_size} px) "
-              f"at {params.prepare.size} px, batch {tp.batch_size} × {extra.get('world_size', 1)} process(es), "
-              f"{extra.get('autocast', tp.precision)}")
-    run = stack.enter_context(mlflow.start_run(experiment_id=experiment_id, run_name=tracking.run_name(),
-                                               log_system_metrics=False))
-    mlflow.log_params({f"train.{k}": v for k, v in tp.model_dump().items() if k != "out_dir"}
-                      | {"prepare.size": params.prepare.size, "cluster.k": params.cluster.k} | extra)
-    mlflow.set_tags({"git_commit": tracking.git_commit(), "stage": "train", "data_version": data, **lineage,
-                     "mlflow.note.content": f"**data** `{prepared}` md5 `{data}` — {extra.get('n_train')} train / "
-                                            f"{extra.get('n_val')} val pairs\n\n**recipe** {recipe}"})
-    _log_dataset(mlflow, resolve(params.prepare.out_dir), prepared, data)
-    for path in (resolve(params.cluster.out_dir) / "montage.png",
-                 resolve(params.validate_.out_dir) / "report.html"):
-        if path.exists():
-            mlflow.log_artifact(str(path), artifact_path="data")
-    return run.info.run_id
 
 
 @dataclass
@@ -312,16 +281,6 @@ def _checkpoint(model, optimizer, scheduler, fingerprint: str, parts: dict, tp: 
             "done": prog.done, "run_id": prog.run_id}
 
 
-def _log_dataset(mlflow, prepared_dir: Path, name: str, digest: str) -> None:
-    """The prepared index as the run's dataset input, its digest the DVC data version (UI: Datasets)."""
-    import pandas as pd
-
-    index = prepared_dir / "index.csv"
-    if not index.exists():
-        return
-    frame = pd.read_csv(index)
-    dataset = mlflow.data.from_pandas(frame, source=str(index), name=name, digest=digest[:36])
-    mlflow.log_input(dataset, context="training")
 
 
 def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
@@ -375,7 +334,7 @@ def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
 
     with contextlib.ExitStack() as stack:
         if root and not prog.done:
-            prog.run_id = _start_mlflow(stack, params, prog.run_id, {
+            prog.run_id = start_run(stack, params, prog.run_id, {
                 "world_size": dist.size, "n_train": len(data.train_x), "n_val": len(data.val_x),
                 "fingerprint": fingerprint,
                 # what ran: `bf16` falls back to fp32 on CPUs without native bf16 (train.precision)
