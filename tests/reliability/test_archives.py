@@ -108,6 +108,30 @@ def test_valid_zips_are_accepted(project, synth, layout):
     assert ingest(stage.ingest, drop).added == expected
 
 
+@pytest.mark.parametrize("fmt, size", [("BMP", 2000), ("TIFF", 2000), ("BMP", 1200)])
+def test_uncompressed_masks_that_deflate_well_are_not_bombs(project, synth, fmt, size):
+    """A binary mask saved as BMP/TIFF deflates ~250:1: a real vendor drop, accepted (the 100:1 rule is for
+    formats that are compressed already)."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    mask = Image.new("L", (size, size))
+    ImageDraw.Draw(mask).ellipse((size // 4, size // 8, 3 * size // 4, 7 * size // 8), fill=255)
+    photo = Image.new("RGB", (size, size), (200, 200, 200))
+    buf_m, buf_p = io.BytesIO(), io.BytesIO()
+    mask.save(buf_m, format=fmt)
+    photo.save(buf_p, format="JPEG", quality=90)
+    ext = ".bmp" if fmt == "BMP" else ".tif"
+    members = {"images/shirt.jpg": buf_p.getvalue(), f"masks/shirt{ext}": buf_m.getvalue()}
+    drop = _zip(project / "drop.zip", members)
+    with zipfile.ZipFile(drop) as zf:
+        info = zf.getinfo(f"masks/shirt{ext}")
+        assert info.file_size >= ingest_module.RATIO_MIN_BYTES
+        assert info.file_size > ingest_module.MAX_RATIO * info.compress_size  # beyond the 100:1 rule
+    assert ingest(make_stage(project).ingest, drop).added == 1
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

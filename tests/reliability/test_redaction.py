@@ -174,3 +174,32 @@ def test_a_config_error_quoting_a_url_is_redacted(tmp_path, value):
     result = CliRunner().invoke(app, ["prepare", "--params", str(path)])
     assert result.exit_code == 2 and "mlflow.tracking_uri" in result.output
     assert "s3cretPW" not in result.output
+
+
+@pytest.mark.parametrize("secret_url", ["postgresql://svc:hunter2pw@db:5432/mlflow",
+                                        "http://user:s3cretpw@mlflow.internal:5000",
+                                        "https://hooks.slack.com/services/T000/B000/XyZsecretTOKEN1"])
+def test_tracebacks_in_cli_logs_are_redacted_too(secret_url):
+    """`log.exception` prints the exception's text in the traceback: the CLI's filter redacts it as well."""
+    import io
+    import logging
+
+    from backdrop.cli.common import RedactingFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger("backdrop.test_redaction_tb")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise ConnectionError(f"cannot reach {secret_url}")
+        except ConnectionError:
+            logger.exception("store unreachable")
+    finally:
+        logger.removeHandler(handler)
+    out = stream.getvalue()
+    assert "Traceback" in out and "ConnectionError" in out
+    for secret in ("hunter2pw", "s3cretpw", "XyZsecretTOKEN1"):
+        assert secret not in out

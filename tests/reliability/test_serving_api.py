@@ -220,3 +220,36 @@ def test_a_mixed_batch_gives_one_result_per_file(published):
     assert set(root.parent.rglob("*")) - before <= set((root / "review").rglob("*")) | {root / "review"}
     assert json.dumps(resp.json())  # plain JSON, nothing unencodable
     assert published.app.state.budget.in_use == 0
+
+
+@pytest.mark.parametrize("chunks_before", [0, 1, 3])
+def test_a_client_that_hangs_up_mid_upload_is_not_a_server_error(published, chunks_before):
+    """An aborted upload is the client's doing: a 4xx, no `internal_error`, the reservation released."""
+    import asyncio
+
+    from prometheus_client import REGISTRY
+
+    def internal_errors() -> float:
+        return sum(s.value for m in REGISTRY.collect() for s in m.samples
+                   if s.labels.get("reason") == "internal_error" and s.name.endswith("_total"))
+
+    before = internal_errors()
+    messages = [{"type": "http.request", "body": b"\xff\xd8\xff" + b"0" * 1000, "more_body": True}] * chunks_before
+    messages.append({"type": "http.disconnect"})
+    sent: list[dict] = []
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/remove", "raw_path": b"/v1/remove", "query_string": b"",
+             "headers": [(b"content-type", b"image/jpeg"), (b"content-length", b"5000")],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "root_path": "", "state": {}}
+    asyncio.run(published.app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert 400 <= start["status"] < 500
+    assert internal_errors() == before
+    assert published.app.state.budget.in_use == 0

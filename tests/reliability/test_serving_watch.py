@@ -198,6 +198,20 @@ def test_moving_a_failed_photo_back_by_hand_is_a_new_attempt(tmp_path, segmenter
     assert not (tmp_path / "up" / "failed" / "tee.jpg.reason.json").exists()
 
 
+@pytest.mark.parametrize("how", ["moved back", "moved back, other name", "left in failed/"])
+def test_the_dag_trigger_announces_a_photo_moved_back(tmp_path, segmenter, how):
+    """The Airflow trigger (its `unprocessed` scan) fires for a failed photo moved back by hand, and
+    stays quiet while the photo is still in failed/."""
+    from backdrop.serving.trigger import unprocessed
+
+    _fail_one(tmp_path, segmenter)
+    up = tmp_path / "up"
+    if how != "left in failed/":
+        os.replace(up / "failed" / "tee.jpg", up / ("tee.jpg" if how == "moved back" else "tee-2.jpg"))
+    names = [name for name, _size, _mtime in unprocessed(str(up), settle_s=0.0)]
+    assert names == ({"moved back": ["tee.jpg"], "moved back, other name": ["tee-2.jpg"]}.get(how, []))
+
+
 def test_moved_back_under_another_name_is_a_new_attempt_too(tmp_path, segmenter):
     flaky = _fail_one(tmp_path, segmenter)
     os.replace(tmp_path / "up" / "failed" / "tee.jpg", tmp_path / "up" / "tee-again.jpg")
@@ -249,3 +263,42 @@ def test_every_upload_ends_as_one_output_or_one_failure(tmp_path, segmenter):
     allowed = (tmp_path / "out", up / "failed", up / ".backdrop")
     assert all(any(p == a or a in p.parents for a in allowed) for p in new), sorted(new)
     assert processor(tmp_path, segmenter).run_once().as_dict() == dict.fromkeys(stats.as_dict(), 0)
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), OSError(5, "Input/output error"),
+                                   IsADirectoryError(21, "Is a directory")])
+def test_run_once_returns_when_a_file_stays_unreadable(tmp_path, segmenter, monkeypatch, error):
+    """A file that cannot be read is reported and left in place; the pass still ends (the DAG task
+    returns and frees the folder lock) and the other photos are published."""
+    proc = processor(tmp_path, segmenter)
+    up = tmp_path / "up"
+    up.mkdir(parents=True, exist_ok=True)
+    (up / "good.jpg").write_bytes(photo_bytes(1))
+    (up / "locked.jpg").write_bytes(photo_bytes(2))
+    real_read = Path.read_bytes
+
+    def read_bytes(self):
+        if self.name == "locked.jpg":
+            raise error
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    stats = proc.run_once()
+    assert stats.published == 1 and stats.unreadable == 1
+    assert (up / "locked.jpg").exists()  # nothing lost
+
+
+@pytest.mark.parametrize("linked", ["failed", ".backdrop", "both"])
+def test_the_watchers_own_folders_are_never_symlinks(tmp_path, segmenter, linked):
+    """`failed/` or `.backdrop/` pointing elsewhere would move photos and the ledger out of the folder:
+    the watcher refuses to start, names the link, and writes nothing outside."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    up = tmp_path / "up"
+    put(up, "tee.jpg", photo_bytes(3))
+    for name in (["failed", ".backdrop"] if linked == "both" else [linked]):
+        (up / name).symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(RuntimeError, match="symbolic link"):
+        processor(tmp_path, segmenter).run_once()
+    assert list(elsewhere.iterdir()) == []
+    assert (up / "tee.jpg").is_file()  # the photo stays where it was uploaded

@@ -55,6 +55,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.requests import ClientDisconnect
 
 from backdrop.config import Params, resolve
 from backdrop.io import BadImageError
@@ -266,8 +267,11 @@ def create_app(params: Params, model: str | None = None) -> FastAPI:
         body_request = limited(request, allowed)
         if not multipart:
             buf = bytearray()
-            async for chunk in body_request.stream():
-                buf += chunk
+            try:
+                async for chunk in body_request.stream():
+                    buf += chunk
+            except ClientDisconnect:  # the client gave up: its error, not the server's (no 500, no trace)
+                raise ApiError(400, "client_disconnected", "the client closed the connection mid-upload") from None
             return [(sanitize_filename(request.query_params.get("filename")), bytes(buf))]
         try:
             form = await body_request.form(max_files=max_files, max_fields=max_files + 8)

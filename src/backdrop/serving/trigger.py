@@ -49,14 +49,21 @@ def unprocessed(directory: str, settle_s: float = 0.5) -> list[tuple[str, int, i
     try:
         db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=5)
         try:
-            known = {(os.fsdecode(n) if isinstance(n, bytes) else n, size, mtime) for n, size, mtime in db.execute(
-                "SELECT a.name, a.size, a.mtime_ns FROM aliases a JOIN files f ON f.sha256 = a.sha256 "
-                "WHERE f.status IN ('done', 'failed')").fetchall()}  # undecodable names are stored as bytes
+            rows = db.execute(
+                "SELECT a.name, a.size, a.mtime_ns, f.status, f.output FROM aliases a "
+                "JOIN files f ON f.sha256 = a.sha256 WHERE f.status IN ('done', 'failed')").fetchall()
         finally:
             db.close()
     except sqlite3.Error:
-        known = set()  # ledger being created: announce, the task sorts it out
+        rows = []  # ledger being created: announce, the task sorts it out
+    known = {(_text(name), size, mtime) for name, size, mtime, status, output in rows
+             # a failed photo moved back by hand (its copy in failed/ gone) is a new attempt: announce it
+             if status == "done" or (output and os.path.lexists(os.fsdecode(output)))}
     return sorted(f for f in files if f not in known)
+
+
+def _text(name: str | bytes) -> str:
+    return os.fsdecode(name) if isinstance(name, bytes) else name  # undecodable names are stored as bytes
 
 
 class UploadFolderTrigger(BaseEventTrigger):

@@ -164,11 +164,21 @@ class Ledger:
         return self.db.execute("SELECT * FROM files ORDER BY first_seen").fetchall()
 
 
+def refuse_links(*paths: Path) -> None:
+    """The watcher's own folders must be real folders: a `failed/` or `.backdrop/` that is a symlink
+    would send photos, reasons and the ledger outside the upload folder."""
+    for path in paths:
+        if path.is_symlink():
+            raise RuntimeError(f"{path} is a symbolic link (to {os.readlink(path)}); the watcher's own folders "
+                               "must be real folders inside the upload folder: remove the link")
+
+
 @contextmanager
 def folder_lock(state: Path, wait_s: float | None):
     """Exclusive lock on an upload folder; wait_s=None fails at once when another process holds it."""
     from filelock import FileLock, Timeout
 
+    refuse_links(state)
     state.mkdir(parents=True, exist_ok=True)
     lock = FileLock(state / "lock", timeout=0 if wait_s is None else wait_s)
     try:
@@ -226,6 +236,7 @@ class Stats:
     retried: int = 0
     skipped: int = 0
     recovered: int = 0
+    unreadable: int = 0  # left in place: no permission or an I/O error (reported, retried later)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -274,6 +285,7 @@ class UploadProcessor:
         self._segmenter = None
         self._recorder = None
         self._not_before: dict[str, float] = {}
+        self._unreadable: dict[str, float] = {}  # name → when to try again (not waited for by run_once)
         self._wake = threading.Event()
         self.ledger: Ledger | None = None
 
@@ -338,6 +350,7 @@ class UploadProcessor:
         """Move something that must not be read (a symlink…) to failed/ unread, with its reason."""
         from backdrop.io import write_json
 
+        refuse_links(self.failed_dir)
         self.failed_dir.mkdir(parents=True, exist_ok=True)
         dest = self._failed_dest(path.name, hashlib.sha256(os.fsencode(path.name)).hexdigest()[:8])
         os.replace(path, dest)  # a symlink is moved as a link: its target is never touched
@@ -451,12 +464,14 @@ class UploadProcessor:
         stems = Counter(p.stem.casefold() for p in candidates)
         for name in [n for n in self._not_before if n not in names]:
             del self._not_before[name]  # moved away or deleted meanwhile
+        for name in [n for n in self._unreadable if n not in names]:
+            del self._unreadable[name]
         for path in candidates:
             if len(due) >= limit:
                 break
             if path.name in seen:  # handled in this pass already (a retry waits for the next pass)
                 continue
-            if self._not_before.get(path.name, 0) > now:
+            if self._not_before.get(path.name, 0) > now or self._unreadable.get(path.name, 0) > now:
                 continue
             self._not_before.pop(path.name, None)
             settled = self._settled(path)
@@ -471,8 +486,11 @@ class UploadProcessor:
             except FileNotFoundError:
                 continue
             except OSError as exc:  # no permission, I/O error: look again later, never stop the watcher
-                log.warning("%s: cannot read (%s); will look again", display(path.name), exc)
-                self._not_before[path.name] = now + max(self.retry_delay_s, 1.0)
+                log.warning("%s: cannot read (%s); left in place, will look again", display(path.name), exc)
+                if path.name not in self._unreadable:
+                    self.stats.unreadable += 1
+                # not in _not_before: `run_once` must not wait for a file that may never become readable
+                self._unreadable[path.name] = now + max(self.retry_delay_s, 1.0)
                 continue
             sha = hashlib.sha256(data).hexdigest()
             seen.add(path.name)
@@ -519,6 +537,7 @@ class UploadProcessor:
             log.warning("%s: attempt %d failed (%s); retrying in %.1fs", display(item.path.name), attempts,
                         display(str(exc)), delay)
             return
+        refuse_links(self.failed_dir)
         self.failed_dir.mkdir(parents=True, exist_ok=True)
         dest = self._failed_dest(item.path.name, item.sha[:8])
         report = {"name": display(item.path.name), "sha256": item.sha, "reason": reason,
@@ -603,6 +622,7 @@ class UploadProcessor:
         return max(0.05, min([RESCAN_S, *pending]))
 
     def _open(self) -> None:
+        refuse_links(self.failed_dir)  # checked once before any photo is moved there
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.ledger = Ledger(self.state / "ledger.sqlite")

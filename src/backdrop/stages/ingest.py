@@ -63,6 +63,9 @@ SYSTEM_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}
 CHUNK = 1 << 20
 # Zip members. TODO(config): ingest.max_ratio / ingest.max_member_bytes would make these settings.
 MAX_RATIO = 100                 # unpacked:packed bytes of one member; photos/masks are already compressed
+# ...except uncompressed formats: a 2000² binary mask saved as BMP/TIFF deflates ~250-280:1 (measured);
+# deflate itself tops out near 1030:1, so a bomb named .bmp still stays within half of that
+UNCOMPRESSED_SUFFIXES, MAX_RATIO_UNCOMPRESSED = frozenset({".bmp", ".tif", ".tiff"}), 500
 RATIO_MIN_BYTES = 1 << 20       # members smaller than this cannot hurt whatever their ratio (a tiny PNG)
 MAX_MEMBER_BYTES = 512 << 20    # one member unpacked; a 64-Mpixel 16-bit RGBA TIFF is 512 MB
 
@@ -198,10 +201,11 @@ def _check_member(label: str, info: zipfile.ZipInfo) -> None:
         raise ArchiveRefused(f"{label}: member {info.filename!r} unpacks to {mb:,.0f} MB, more than the "
                              f"{MAX_MEMBER_BYTES / 1e6:,.0f} MB a photo or mask may have; archive refused, "
                              "nothing stored")
-    if info.file_size >= RATIO_MIN_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+    limit = MAX_RATIO_UNCOMPRESSED if Path(info.filename).suffix.lower() in UNCOMPRESSED_SUFFIXES else MAX_RATIO
+    if info.file_size >= RATIO_MIN_BYTES and info.file_size > limit * max(info.compress_size, 1):
         ratio = info.file_size / max(info.compress_size, 1)
         raise ArchiveRefused(f"{label}: member {info.filename!r} has a compression ratio of {ratio:,.0f}:1 "
-                             f"({info.compress_size:,} bytes unpack to {mb:,.1f} MB; more than {MAX_RATIO}:1 "
+                             f"({info.compress_size:,} bytes unpack to {mb:,.1f} MB; more than {limit}:1 "
                              "is a zip bomb, not a photo); archive refused, nothing stored")
 
 

@@ -37,7 +37,7 @@ _OUTPUTS = ("checkpoint.pt", "model.pt", "history.json", "run.json", "result.jso
 # imported, so this module stays below the loop).
 _PACKAGE = Path(__file__).resolve().parents[1]
 MATH_SOURCES = ("training/loop.py", "training/sampling.py", "training/augment.py", "training/losses.py",
-                "distributed.py", "models/u2net.py")
+                "distributed.py", "models/u2net.py", "models/trained.py")  # predict_probs picks the epoch
 
 
 def _source_digest() -> str:
