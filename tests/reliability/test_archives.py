@@ -23,17 +23,6 @@ from tests.data.conftest import Synth, make_stage, png_bytes, write, write_tree_
 ZEROS = b"\0" * (4 << 20)  # 4 MB of zeros deflate to ~4 KB: ratio ~1000:1
 
 
-@pytest.fixture()
-def project(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("BACKDROP_PROJECT_DIR", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture(scope="module")
-def synth() -> Synth:
-    return Synth()
-
-
 def _zip(path: Path, members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w", compression=compression) as zf:

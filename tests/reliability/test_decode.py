@@ -16,18 +16,6 @@ import pytest
 from PIL import Image
 
 from backdrop.io import BadImageError, mask_channel, normalize_image, open_image
-from tests.data.conftest import Synth
-
-
-@pytest.fixture()
-def project(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("BACKDROP_PROJECT_DIR", str(tmp_path))
-    return tmp_path
-
-
-@pytest.fixture(scope="module")
-def synth() -> Synth:
-    return Synth()
 
 GREY16 = np.array([[0, 257, 32768, 65535]], dtype=np.uint16)
 GREY16_AS_8 = [[0, 1, 128, 255]]  # 16-bit / 257, rounded: scaled, never clipped

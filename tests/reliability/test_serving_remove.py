@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -18,18 +17,14 @@ import pytest
 from typer.testing import CliRunner
 
 from backdrop.cli import app
+from tests.reliability.conftest import rendered_photo_bytes
 from tests.serving.conftest import write_project
 
 MODEL = "official:u2netp"
 
 
 def photo_bytes(index: int, fmt: str = "JPEG") -> bytes:
-    from backdrop.data.synth import render_item
-
-    photo, _mask, _ = render_item(77, index, min_side=96, max_side=160)
-    buf = io.BytesIO()
-    photo.save(buf, format=fmt)
-    return buf.getvalue()
+    return rendered_photo_bytes(77, index, fmt)
 
 
 BAD = {

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
@@ -18,16 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.reliability.conftest import rendered_photo_bytes
+
 MODEL = "official:u2netp"
 
 
 def photo_bytes(index: int, fmt: str = "JPEG") -> bytes:
-    from backdrop.data.synth import render_item
-
-    photo, _mask, _ = render_item(91, index, min_side=96, max_side=160)
-    buf = io.BytesIO()
-    photo.save(buf, format=fmt)
-    return buf.getvalue()
+    return rendered_photo_bytes(91, index, fmt)
 
 
 @pytest.fixture(scope="module")
