@@ -136,4 +136,4 @@ def test_failures_are_retried_then_moved_with_a_reason_and_low_confidence_is_rou
     # a second pass (e.g. a restart) finds nothing to do
     again = processor(threshold=0.0).run_once()
     assert again.as_dict() == {"published": 0, "routed": 0, "failed": 0, "retried": 0, "skipped": 0,
-                               "recovered": 0}
+                               "recovered": 0, "unreadable": 0}
