@@ -12,7 +12,8 @@ Same machine, same run, same images, same weights (the official U²-NetP):
 * backdrop (fp32 and int8): the serving path (`onnx_fast.FastSegmenter` on the exported converted
   official weights) as `backdrop remove` runs it: `FastSegmenter.stream` with `remove.workers` lanes
   (one 1-thread session each doing header-checked decode, LANCZOS resize, run, LANCZOS upsampling of
-  the probability map; 0 = one lane per core), the edge refinement `serve.refine` names,
+  the probability map; 0 = one lane per core), the edge refinement `serve.refine` names, clean edges
+  (`serve.clean_edges`, `outputs.finish`),
   `inference.compose` (RGBA by `putalpha`), plus the review confidence. int8 = `serving.quantize` (the RSU stages in uint8, sensitive nodes fp32). The
   default is whichever `serve.precision` in params.yaml names; one lane (a 2-thread session with
   decode-ahead) is timed too, for information.
@@ -119,15 +120,15 @@ class Backdrop:
 
     def __call__(self, batch: list[bytes]) -> list[tuple[Image.Image, np.ndarray]]:
         from backdrop.serving.images import decode
-        from backdrop.serving.outputs import compose, final_prob
+        from backdrop.serving.outputs import compose, finish
         from backdrop.serving.review import confidence
 
         out = []
         for _data, photo, pred in self.seg.stream(batch, lambda d: decode(d, 64_000_000), self.batch_size,
                                                   self.workers):
             confidence(pred.small, pred.disagreement)
-            prob = final_prob(photo, pred.prob, self.options)
-            out.append((compose(photo, prob, "rgba"), prob >= 0.5))
+            prob, shown = finish(photo, pred.prob, "rgba", self.options)  # refine + clean edges, as remove
+            out.append((compose(shown, prob, "rgba"), prob >= 0.5))
         return out
 
 

@@ -13,7 +13,10 @@ the held-out test split (prepare's hash split; never trained or early-stopped on
   `backdrop remove` and the API publish with — picked on the val split by bench/refine_bench.py);
   champion_one_pass (informational) = the same without the zoom pass; champion_served
   (informational) = the ONNX fast path `backdrop remove` publishes with (`serve.precision`, zoom as
-  configured). Mask = probability > 0.5; IoU against the vendor's mask at full resolution.
+  configured), scored by `backdrop.serving.scoring.score` — the very function the evaluate stage
+  scores with, so its mean equals `metrics/eval.json`'s `iou_mean` for the same model (tested in
+  tests/dags/test_served_eval.py). Mask = probability > 0.5; IoU against the vendor's mask at full
+  resolution.
 * prepared — the evaluate stage's protocol: prepare.size photos/masks from data/prepared.
 
 Targets (issue 5), judged on the original-resolution protocol: champion mean IoU ≥ 0.994, every
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     from backdrop.models.trained import predict_probs
     from backdrop.progress import progress
     from backdrop.serving.outputs import OutputOptions, final_prob
+    from backdrop.serving.scoring import TEST, eval_photos, score, served_segmenter
     from backdrop.serving.segmenter import load_segmenter
     from backdrop.zoom import object_box
 
@@ -127,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     margin = champion.zoom_margin or params.prepare.crop_margin
     one_pass = dataclasses.replace(champion, zoom_margin=0.0)
     always_zoom = dataclasses.replace(champion, zoom_margin=margin, zoom_max_area=1.0)  # for the sweep
-    # what `backdrop remove` / the API publish: the ONNX fast path at serve.precision (int8 at 320)
-    served = load_segmenter(args.model, "onnx", params.serve.precision, params=params)
+    # what `backdrop remove` / the API publish (remove.engine, serve.precision: int8 at 320), scored
+    # by the evaluate stage's own function
+    served = served_segmenter(args.model, params)
 
     options = OutputOptions.from_params(params.serve)
 
@@ -136,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         """What a shop gets: the model's map after `serve.refine` (as `backdrop remove` and the API)."""
         return lambda photo: final_prob(photo, probabilities(photo), options)
 
-    engines = ("baseline", "champion", "champion_one_pass", "champion_zoom_always", "champion_served")
+    engines = ("baseline", "champion", "champion_one_pass", "champion_zoom_always")
     ious: dict[str, list[float]] = {name: [] for name in engines}
     seconds = dict.fromkeys(engines, 0.0)
     box_share = []  # the first pass's box (with margin) as a share of the frame: what serve.zoom_max_area cuts
@@ -145,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, predict in (("baseline", lambda p: rembg_style(baseline, p)),
                               ("champion", published(champion.probabilities)),
                               ("champion_one_pass", published(one_pass.probabilities)),
-                              ("champion_zoom_always", published(always_zoom.probabilities)),
-                              ("champion_served", published(served.probabilities))):
+                              ("champion_zoom_always", published(always_zoom.probabilities))):
             t0 = time.perf_counter()
             prob = predict(photo)
             seconds[name] += time.perf_counter() - t0
@@ -155,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
                 box = object_box(prob, margin)
                 box_share.append(1.0 if box is None else
                                  (box[2] - box[0]) * (box[3] - box[1]) / (photo.width * photo.height))
+    t0 = time.perf_counter()
+    photos_served = [p for p in eval_photos(params, args.limit) if p.set == TEST]
+    served_rows = score({"served": served}, photos_served, params, desc="quality (served path)")["served"]
+    seconds["champion_served"] = time.perf_counter() - t0
+    assert [r["id"] for r in served_rows] == [r["pair_id"] for r in rows], "served path scored other photos"
+    ious["champion_served"] = [r["iou"] for r in served_rows]
     sweep = zoom_sweep(ious["champion_one_pass"], ious["champion_zoom_always"], box_share, clusters, k)
 
     # The evaluate stage's protocol, same images, at prepare.size.
@@ -180,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "protocol": "held-out test split; IoU of probability > 0.5 vs the vendor mask; 'original' at each "
                     "photo's own size (targets judged here), 'prepared' at prepare.size (evaluate stage)",
         "model": champion.source, "baseline": "official u2netp, rembg-style (onnxruntime fp32)",
-        "champion_served": f"the champion through the serving fast path ({served.precision}, {served.onnx_file}); "
+        "champion_served": f"the champion through the serving fast path ({served.precision}, {getattr(served, 'onnx_file', 'PyTorch')}); "
                            "informational, the targets judge 'champion' (PyTorch)",
         "refine": {"mode": options.refine, "radius": options.refine_radius, "eps": options.refine_eps,
                    "note": "serve.refine applied to every champion row (what backdrop remove publishes); "

@@ -5,7 +5,9 @@ Hourly (`monitoring.schedule` in params.yaml) and on demand:
 1. `intake`   — corrections inbox → validated corrections; IoU for those that arrived since the last run;
 2. `evaluate` — rolling-window IoU overall / per cluster / per model version (stored as a time series),
    Evidently report + trend PNG logged to MLflow, on-call alert once per incident (resolved notice on
-   recovery);
+   recovery). The alert uses the audit sample (`serve.audit_share` of published cut-outs reviewed at
+   random) with a one-sided confidence bound and `monitoring.min_samples`; routed (low-confidence)
+   photos are reported apart in the result's `routing` (monitoring/audit.py), never alerted on;
 3. `request_retraining` — when an incident opens, the corrected pairs are exported as a new vendor
    drop and this task emits the `backdrop_retrain_request` Asset event; `backdrop_training` is
    scheduled on that Asset as well as on its nightly cron. Skipped (no event) otherwise.

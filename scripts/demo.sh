@@ -5,6 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$(pwd)/.venv/bin:$PATH"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# params.yaml is the production recipe (~2 h); the demo trains the short one in params.demo.yaml,
+# written into params.yaml so that DVC records the values the stages ran with.
+python - <<'PY'
+from backdrop.config import apply_overlay
+changed = apply_overlay("params.yaml", "params.demo.yaml")
+if changed:
+    print(f"params.yaml: the demo recipe from params.demo.yaml ({len(changed)} keys: {', '.join(changed)}); "
+          "`git checkout params.yaml` brings back the production recipe")
+PY
 N=$(python -c 'from backdrop.config import load_params; print(load_params().synth.n)')
 
 step "1/5 vendor drop: $N synthetic product photos + masks in data/drop"

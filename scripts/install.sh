@@ -24,7 +24,7 @@ if [ "$(cat "$VENV/.backdrop-stamp" 2>/dev/null)" != "$(stamp_of)" ]; then
     -c requirements/build.txt setuptools wheel
   # torch first, alone and exact: the CPU wheel on disk; never a CUDA build from the index.
   "$VENV/bin/pip" install -q -c requirements/constraints.txt "torch==2.13.0"
-  "$VENV/bin/pip" install -q -c requirements/constraints.txt -e ".[dev]"
+  "$VENV/bin/pip" install -q -c requirements/constraints.txt -e ".[all,dev]"  # the core + every extra
   stamp_of > "$VENV/.backdrop-stamp"
 else
   echo "packages: up to date"
@@ -54,6 +54,14 @@ elif [ "$(id -u)" = 0 ]; then
      || (apt-get update -q >/dev/null && apt-get install -y -q docker-compose >/dev/null)) \
      && echo "installed" || echo "WARNING: could not install docker-compose (tests/prod/test_docker.py will fail and say so)"
 else echo "WARNING: not root; install it with: sudo apt-get install docker-compose"; fi
+
+step "Chromium + chromium-driver (Debian packages; the page tests and UI screenshots drive them headless)"
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then echo "present"
+elif [ "$(id -u)" = 0 ]; then
+  (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+     || (apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null)) \
+     && echo "installed" || echo "WARNING: could not install chromium (the browser tests will fail and say so)"
+else echo "WARNING: not root; install them with: sudo apt-get install chromium chromium-driver"; fi
 
 step "Airflow home in $ROOT/.airflow (SQLite, LocalExecutor, sized for 2 cores)"
 mkdir -p .airflow

@@ -1,5 +1,8 @@
 """Shared fixtures: a throw-away copy of the project, and one real pipeline run on tiny data.
 
+Every project trains the demo recipe (params.demo.yaml written over the production params.yaml, as
+`make demo` does), then the test's own tiny overrides: never the 2-hour production recipe.
+
 The pipeline fixture runs the real `airflow dags test backdrop_training` (every stage through
 `dvc repro`, MLflow on SQLite) once per session; DAG, registry and CLI tests all read its results.
 """
@@ -17,7 +20,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "dags", "src", ".dvc/config", ".dvc/.gitignore",
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "params.demo.yaml", "dags", "src", ".dvc/config", ".dvc/.gitignore",
                  "data/cluster_overrides.csv", ".gitignore"]
 
 TINY_PARAMS = {
@@ -28,7 +31,10 @@ TINY_PARAMS = {
 
 
 def make_project(dest: Path, overrides: dict | None = None) -> Path:
-    """Copy the files a pipeline run needs into `dest` (a git repo of its own), with params overridden."""
+    """Copy the files a pipeline run needs into `dest` (a git repo of its own): params.yaml with the
+    demo overlay (params.demo.yaml) applied, then `overrides`."""
+    from backdrop.config import apply_overlay
+
     for rel in PROJECT_FILES:
         src, dst = REPO / rel, dest / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +42,7 @@ def make_project(dest: Path, overrides: dict | None = None) -> Path:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(src, dst)
+    apply_overlay(dest / "params.yaml", dest / "params.demo.yaml")
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for section, values in (overrides or {}).items():
         params.setdefault(section, {}).update(values)
@@ -75,8 +82,9 @@ def pipeline_run(tmp_path_factory) -> dict:
     project = make_project(tmp_path_factory.mktemp("project"), TINY_PARAMS)
     run([str(BIN / "backdrop"), "data", "synth"], project)
     run([str(BIN / "airflow"), "db", "migrate"], project)
+    params_before = (project / "params.yaml").read_text()
     dag_test = run([str(BIN / "airflow"), "dags", "test", "backdrop_training"], project, check=False)
-    return {"project": project, "dag_test": dag_test}
+    return {"project": project, "dag_test": dag_test, "params_before": params_before}
 
 
 @pytest.fixture()

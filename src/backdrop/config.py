@@ -186,6 +186,7 @@ class SynthParams(_Section):
     max_side: int = Field(1200, ge=64)
     white_share: float = Field(0.15, ge=0, le=1)
     black_share: float = Field(0.05, ge=0, le=1)
+    variety: Literal["classic", "broad"] = "classic"  # broad: per-item studio/light/camera/framing (issue 19)
 
     @model_validator(mode="after")
     def _sides(self) -> SynthParams:
@@ -207,6 +208,7 @@ class FashionMnistParams(_Section):
     white_share: float = Field(0.1, ge=0, le=1)
     black_share: float = Field(0.05, ge=0, le=1)
     eval_dir: Path = Path("data/eval/fashion-mnist-test")  # where --split test goes (never the training drop)
+    variety: Literal["classic", "broad"] = "classic"  # broad: per-item studio/light/camera/framing (issue 19)
 
     @model_validator(mode="after")
     def _sides(self) -> FashionMnistParams:
@@ -215,6 +217,38 @@ class FashionMnistParams(_Section):
         if self.white_share + self.black_share > 1:
             raise ValueError("white_share + black_share must be <= 1")
         return self
+
+
+class BenchmarkParams(_Section):
+    """`backdrop data benchmark`: the out-of-distribution benchmark (never trained on, issue 19)."""
+
+    n: int = Field(120, ge=1, le=4000)   # photos per style (studio, props)
+    seed: int = 1919
+    min_side: int = Field(320, ge=64)
+    max_side: int = Field(900, ge=64)
+    val_share: float = Field(0.5, gt=0, lt=1)  # part val | test by a hash of the photo id
+    out_dir: Path = Path("data/benchmark")
+
+    @model_validator(mode="after")
+    def _sides(self) -> BenchmarkParams:
+        if self.min_side > self.max_side:
+            raise ValueError("min_side must be <= max_side")
+        return self
+
+
+class DropParams(_Section):
+    """`backdrop data drop`: one training drop mixing sources by share (issue 19)."""
+
+    n: int = Field(1200, ge=1)
+    shares: dict[Literal["synth", "fashion_mnist"], float] = {"synth": 0.5, "fashion_mnist": 0.5}
+    variety: Literal["classic", "broad"] = "broad"
+
+    @field_validator("shares")
+    @classmethod
+    def _shares(cls, shares: dict) -> dict:
+        if not shares or any(v < 0 for v in shares.values()) or abs(sum(shares.values()) - 1) > 1e-6:
+            raise ValueError(f"shares must be >= 0 and sum to 1, got {dict(shares)}")
+        return shares
 
 
 class IngestParams(_Section):
@@ -282,9 +316,9 @@ class ClusterParams(_Section):
 class TrainParams(_Section):
     model: Literal["u2netp", "u2net"] = "u2netp"
     init: Literal["official", "scratch"] = "official"
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(12, ge=1)               # the production recipe (params.yaml); params.demo.yaml: 2
     batch_size: int = Field(8, ge=1)
-    lr: float = Field(3e-4, gt=0)
+    lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_epochs: int = Field(1, ge=0)
     seed: int = 42
@@ -293,12 +327,12 @@ class TrainParams(_Section):
     processes: int = Field(1, ge=1)              # data-parallel workers (`backdrop train --np N`)
     backend: Literal["horovod", "ddp"] = "horovod"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA that has it, else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where it runs natively (CUDA, AMX/AVX512-BF16)
     channels_last: bool = True
-    balanced_sampling: bool = False              # draw each epoch with equal weight per cluster
+    balanced_sampling: bool = True               # draw each epoch with equal weight per cluster
     hard_sampling: float = Field(0.0, ge=0, le=1)  # share of each epoch's draws weighted by the pair's
                                                  # last training loss (hard-example mining; 0 = off)
-    iou_loss_weight: float = Field(0.0, ge=0)    # soft-Jaccard term added to the deep-supervision BCE
+    iou_loss_weight: float = Field(0.5, ge=0)    # soft-Jaccard term added to the deep-supervision BCE
     early_stop_patience: int = Field(0, ge=0)    # epochs without a val IoU gain before stopping; 0 = off
     low_res_size: int = Field(0, ge=0)           # progressive resizing: the first `low_res_epochs` epochs
     low_res_epochs: int = Field(0, ge=0)         # train on batches downsampled to this size (0 = off)
@@ -310,6 +344,8 @@ class TrainParams(_Section):
     aug_bg_replace: float = Field(0.0, ge=0, le=1)  # share of photos composited onto a new background
     crop_share: float = Field(0.0, ge=0, le=1)   # share of samples drawn as the pair's object crop
                                                  # (prepare.object_crops), what serving's zoom pass sees
+    l2sp_weight: float = Field(0.0, ge=0)        # L2-SP: weight × Σ‖w − w_init‖² pulls towards the initial weights
+    encoder_lr_scale: float = Field(1.0, gt=0, le=1)  # encoder stages (stage1..stage6) train at lr × this
 
     @model_validator(mode="after")
     def _scale(self) -> TrainParams:
@@ -324,6 +360,7 @@ class TrainParams(_Section):
 class EvaluateParams(_Section):
     threshold: float = Field(0.5, gt=0, lt=1)
     out_dir: Path = Path("metrics")
+    benchmarks: list[str] = []  # frozen benchmark set directories (index.csv id,image,mask,style,part)
 
 
 class RegisterParams(_Section):
@@ -331,6 +368,11 @@ class RegisterParams(_Section):
     alias: str = "champion"
     min_improvement: float = Field(0.0, ge=0)
     max_cluster_drop: float = Field(0.01, ge=0, le=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    bootstrap_resamples: int = Field(2000, ge=100)
+    bootstrap_seed: int = 0
+    stock_model: str = "official:u2netp"  # the floor, served the same way; "" = no floor
+    stock_margin: float = Field(0.0, ge=0, le=1)
 
 
 class MlflowParams(_Section):
@@ -403,6 +445,7 @@ class MonitoringParams(_Section):
     smtp_conn_id: str = "backdrop_smtp"                 # Airflow connection: SMTP login/password (and host/port)
     simulate_shift_white_share: float = Field(0.6, ge=0, le=1)
     simulate_shift_black_share: float = Field(0.3, ge=0, le=1)
+    alert_confidence: float = Field(0.95, ge=0.5, lt=1)  # one-sided bound on the audit sample's mean IoU
 
     @field_validator("schedule")
     @classmethod
@@ -450,6 +493,8 @@ class ServeParams(_Section):
     refine: Literal["none", "guided", "guided_rgb"] = "guided"  # edge refinement of the upsampled mask
     refine_radius: int = Field(2, ge=1, le=64)
     refine_eps: float = Field(1e-3, gt=0, le=1)
+    clean_edges: bool = True                    # decontaminate the edge band of rgba outputs (serving/outputs.py)
+    audit_share: float = Field(0.02, ge=0, le=1)  # published cut-outs also queued for review (unbiased audit)
 
     @field_validator("zoom", mode="before")
     @classmethod
@@ -463,9 +508,30 @@ class ServeParams(_Section):
         return value
 
 
+class ReviewParams(_Section):
+    """`backdrop review serve`: the review station (src/backdrop/review/)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8010, ge=0, le=65535)
+    users: dict[str, str] = {}               # name → `backdrop review hash-password` output (scrypt); never plain text
+    session_minutes: float = Field(480.0, gt=0, le=10_080)  # a sign-in expires after this
+    secret_env: str = "BACKDROP_REVIEW_SECRET"  # signs sessions; unset: a random key per process
+    page_size: int = Field(100, ge=1, le=5000)  # queue rows per page
+
+    @field_validator("users")
+    @classmethod
+    def _hashed(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, hashed in value.items():
+            if not str(hashed).startswith("scrypt$"):
+                raise ValueError(f"user {name!r}: not a password hash (make one with `backdrop review hash-password`)")
+        return value
+
+
 class Params(_Section):
     synth: SynthParams = SynthParams()
     fashion_mnist: FashionMnistParams = FashionMnistParams()
+    benchmark: BenchmarkParams = BenchmarkParams()
+    drop: DropParams = DropParams()
     ingest: IngestParams = IngestParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     prepare: PrepareParams = PrepareParams()
@@ -479,6 +545,7 @@ class Params(_Section):
     profile: ProfileParams = ProfileParams()
     monitoring: MonitoringParams = MonitoringParams()
     serve: ServeParams = ServeParams()
+    review: ReviewParams = ReviewParams()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
@@ -532,6 +599,53 @@ def _load(path: Path) -> Params:
 def load_params(path: str | Path | None = None) -> Params:
     """params.yaml as typed models; parsed once per path and process."""
     return _load(Path(path or params_path()).resolve())
+
+
+def apply_overlay(params_file: str | Path, overlay_file: str | Path) -> list[str]:
+    """Write a recipe overlay (e.g. params.demo.yaml) into a params.yaml, comments and order kept.
+
+    Why write rather than merge at load time: DVC reads params.yaml, so the values a stage ran with
+    are the ones dvc.lock records. Every overlay key must already exist in params.yaml (a typo is an
+    error naming the overlay and the key), and the result must validate before it is written.
+    Returns the dotted keys whose value changed."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedSeq
+
+    params_file, overlay_file = Path(params_file), Path(overlay_file)
+    rt = YAML()  # round trip: comments, order, quotes and flow style survive
+    rt.width, rt.preserve_quotes = 4096, True
+    base = rt.load(params_file.read_text())
+    overlay = read_yaml(overlay_file.read_text()) or {}
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"{overlay_file}: top level must be a mapping of sections")
+    changed: list[str] = []
+
+    def merge(dst, src, prefix: str) -> None:
+        for key, value in src.items():
+            dotted = prefix + str(key)
+            if key not in dst:
+                raise ConfigError(f"{overlay_file}: {dotted} is not a key of {params_file}")
+            if isinstance(value, dict):
+                merge(dst[key], value, dotted + ".")
+                continue
+            if dst[key] != value:
+                changed.append(dotted)
+            if isinstance(value, list):
+                value = CommentedSeq(value)
+                value.fa.set_flow_style()
+            dst[key] = value
+
+    merge(base, overlay, "")
+    buf = io.StringIO()
+    rt.dump(base, buf)
+    text = buf.getvalue()
+    parse_params(read_yaml(text), str(overlay_file))  # never write a params.yaml that does not load
+    if changed:
+        params_file.write_text(text)
+        _load.cache_clear()
+    return changed
 
 
 def resolve(path: str | Path) -> Path:

@@ -33,11 +33,19 @@ def test_remove_without_a_champion_says_how_to_get_one(tmp_path):
     (tmp_path / "params.yaml").write_text("mlflow:\n  tracking_uri: sqlite:///mlflow.db\n")
     Image.new("RGB", (40, 30), "white").save(tmp_path / "shirt.jpg")
     env = {"PATH": "/usr/bin:/bin", "BACKDROP_PROJECT_DIR": str(tmp_path), "HOME": str(tmp_path)}
-    proc = subprocess.run([str(BACKDROP), "remove", "shirt.jpg", "--out", "out"], capture_output=True,
-                          text=True, cwd=tmp_path, env=env)
+    proc = subprocess.run([str(BACKDROP), "remove", "shirt.jpg", "--out", "out", "--model", "champion"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
     assert proc.returncode == 1
     assert "backdrop-u2net@champion" in proc.stderr and "make demo" in proc.stderr
+    assert "official:u2netp" in proc.stderr  # the model that needs no training
     assert not (tmp_path / "out" / "shirt.png").exists()
+    assert not (tmp_path / "mlflow.db").exists()  # looking for the champion created no MLflow store
+    # without --model, the stock model stands in, and says so (issue 23)
+    proc = subprocess.run([str(BACKDROP), "remove", "shirt.jpg", "--out", "out"], capture_output=True,
+                          text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "official:u2netp (the stock model: this project has no registered champion yet)" in proc.stderr
+    assert (tmp_path / "out" / "shirt.png").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_remove_rejects_missing_input(tmp_path):

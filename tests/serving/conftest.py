@@ -1,7 +1,7 @@
 """Serving fixtures: a throw-away project dir, a real uvicorn server in a subprocess, test photos.
 
 The official U²-NetP weights (`official:u2netp`) serve every test, so nothing here needs a trained
-or registered model; the ONNX export is cached under ~/.cache/backdrop/onnx after the first run.
+or registered model; its ONNX graphs ship inside the package (`backdrop/weights/`, issue 23).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from backdrop.cli.data import data_app
 from backdrop.cli.doctor import app as doctor_app
 from backdrop.cli.monitoring import corrections_app, monitor_app
 from backdrop.cli.pipeline import pipeline_app
+from backdrop.cli.review import review_app
 from backdrop.cli.serving import serving_app
 
 app = typer.Typer(cls=BackdropGroup, help="backdrop: background removal for product photos — pipeline and tools.",
@@ -39,6 +40,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(corrections_app, name="corrections")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(doctor_app, name="doctor")
+app.add_typer(review_app, name="review")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,8 +10,20 @@ import typer
 from backdrop.cli.common import ParamsOpt
 from backdrop.cli.common import load as _params
 
-data_app = typer.Typer(help="Datasets: synthesize demo drops, import Fashion-MNIST, list dataset versions.",
-                       no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: synthesize demo drops, import Fashion-MNIST, mix a training drop, build the "
+                            "out-of-distribution benchmark, list dataset versions.", no_args_is_help=True)
+
+VarietyOpt = Annotated[str | None, typer.Option(help="classic (one studio) | broad (per-item studio, light, camera, "
+                                                     "framing, product extras); default from params")]
+
+
+def _variety(value: str | None, default: str) -> str:
+    from backdrop.data.synth.variety import VARIETIES
+
+    chosen = value or default
+    if chosen not in VARIETIES:
+        raise typer.BadParameter(f"--variety must be one of {', '.join(VARIETIES)}, got {chosen!r}")
+    return chosen
 
 
 @data_app.command("synth")
@@ -19,6 +31,7 @@ def data_synth(
     out: Annotated[Path | None, typer.Option(help="drop folder to write (default: ingest.drop_dir)")] = None,
     n: Annotated[int | None, typer.Option(help="number of pairs (default: synth.n)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: synth.seed)")] = None,
+    variety: VarietyOpt = None,
     params: ParamsOpt = None,
 ) -> None:
     """Render apparel product photos with exact masks, laid out like a vendor drop."""
@@ -30,7 +43,7 @@ def data_synth(
     dest = out or resolve(p.ingest.drop_dir)
     items = synthesize(dest, n if n is not None else s.n, seed if seed is not None else s.seed,
                        min_side=s.min_side, max_side=s.max_side, white_share=s.white_share,
-                       black_share=s.black_share)
+                       black_share=s.black_share, variety=_variety(variety, s.variety))
     typer.echo(f"wrote {len(items)} pairs to {dest}")
 
 
@@ -41,6 +54,7 @@ def data_fashion_mnist(
     out: Annotated[Path | None, typer.Option(help="drop folder (default: ingest.drop_dir for train, "
                                                   "fashion_mnist.eval_dir for test)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: fashion_mnist.seed)")] = None,
+    variety: VarietyOpt = None,
     params: ParamsOpt = None,
 ) -> None:
     """Render real Fashion-MNIST products (Zalando) onto studio backgrounds with exact masks, as a vendor drop."""
@@ -56,12 +70,114 @@ def data_fashion_mnist(
         items = render_drop(dest, split, n if n is not None else f.n, seed if seed is not None else f.seed,
                             min_side=f.min_side, max_side=f.max_side, white_share=f.white_share,
                             black_share=f.black_share, source_dir=f.source_dir,
-                            training_drop=resolve(p.ingest.drop_dir))
+                            training_drop=resolve(p.ingest.drop_dir), variety=_variety(variety, f.variety))
     except (FileNotFoundError, ValueError) as exc:
         typer.secho(str(exc), fg="red", err=True)
         raise typer.Exit(2) from None
     note = "" if split == "train" else " (evaluation only: drop.json says training=false, ingest refuses it)"
     typer.echo(f"wrote {len(items)} Fashion-MNIST {split} products to {dest}{note}")
+
+
+@data_app.command("drop")
+def data_drop(
+    out: Annotated[Path | None, typer.Option(help="drop folder to write (default: ingest.drop_dir)")] = None,
+    n: Annotated[int | None, typer.Option(help="number of pairs (default: drop.n)")] = None,
+    variety: VarietyOpt = None,
+    clean: Annotated[bool, typer.Option("--clean", help="remove photos/masks in the folder that are not part "
+                                                        "of this mix (they would skew its shares)")] = False,
+    params: ParamsOpt = None,
+) -> None:
+    """Write one training drop mixing the sources by drop.shares (synth + Fashion-MNIST train split)."""
+    from backdrop.config import resolve
+    from backdrop.data.drop_mix import write_mix
+
+    p = _params(params)
+    dest = out or resolve(p.ingest.drop_dir)
+    try:
+        counts = write_mix(dest, n if n is not None else p.drop.n, dict(p.drop.shares),
+                           _variety(variety, p.drop.variety), p.synth, p.fashion_mnist, clean=clean)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {sum(counts.values())} pairs to {dest}: "
+               + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+@data_app.command("benchmark")
+def data_benchmark(
+    out: Annotated[Path | None, typer.Option(help="benchmark folder (default: benchmark.out_dir)")] = None,
+    n: Annotated[int | None, typer.Option(help="photos per style (default: benchmark.n)")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed (default: benchmark.seed)")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Build the out-of-distribution benchmark (Fashion-MNIST test products, own studio and props renderer)."""
+    from backdrop.config import resolve
+    from backdrop.data.benchmark_build import STYLES
+    from backdrop.stages.benchmark import benchmark
+
+    p = _params(params)
+    dest = out or resolve(p.benchmark.out_dir)
+    try:
+        rows = benchmark(p, out=dest, n=n, seed=seed)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(2) from None
+    per = ", ".join(f"{s} {sum(r['style'] == s for r in rows)}" for s in STYLES)
+    val = sum(r["part"] == "val" for r in rows)
+    typer.echo(f"wrote {len(rows)} benchmark photos to {dest} ({per}; val {val}, test {len(rows) - val})")
+
+
+def ood_metrics(rows: list[dict]) -> dict[str, float]:
+    """`ood_iou_mean` and `ood_share_ge_099`, overall and per style (`…_<style>`), of scored rows."""
+    import numpy as np
+
+    out: dict[str, float] = {}
+    styles = sorted({r["style"] for r in rows})
+    for suffix, chosen in [("", rows)] + [(f"_{s}", [r for r in rows if r["style"] == s]) for s in styles]:
+        ious = np.array([r["iou"] for r in chosen], float)
+        out[f"ood_iou_mean{suffix}"] = float(ious.mean())
+        out[f"ood_share_ge_099{suffix}"] = float((ious >= 0.99).mean())
+        out[f"ood_n{suffix}"] = len(chosen)
+    return out
+
+
+@data_app.command("benchmark-score")
+def data_benchmark_score(
+    model: Annotated[str, typer.Option(help="model spec, as `backdrop remove --model` (champion, "
+                                            "official:u2netp, PATH/model.pt, ...)")] = "official:u2netp",
+    part: Annotated[str, typer.Option(help="val | test")] = "test",
+    bench: Annotated[Path | None, typer.Option(help="benchmark folder (default: benchmark.out_dir)")] = None,
+    limit: Annotated[int, typer.Option(help="score only the first N photos (0 = all)")] = 0,
+    out: Annotated[Path | None, typer.Option(help="also write the metrics and per-photo rows as JSON")] = None,
+    params: ParamsOpt = None,
+) -> None:
+    """Score a model on the out-of-distribution benchmark through the served path (`backdrop remove`'s
+    engine, precision, zoom and refinement), at each photo's own size: ood_iou_mean, ood_share_ge_099."""
+    import json
+
+    from backdrop.config import resolve
+    from backdrop.data.benchmark import BenchmarkError, load_benchmark
+    from backdrop.serving.scoring import EvalPhoto, score, served_segmenter
+
+    p = _params(params)
+    try:
+        b = load_benchmark(bench or resolve(p.benchmark.out_dir), part)
+    except (BenchmarkError, ValueError) as exc:
+        typer.secho(f"{exc} (build it with `backdrop data benchmark`)", fg="red", err=True)
+        raise typer.Exit(2) from None
+    chosen = b.rows[:limit] if limit else b.rows
+    photos = [EvalPhoto(b.name, r["id"], f"{b.name}/{r['style']}", None, (lambda r=r: b.load(r))) for r in chosen]
+    rows = score({model: served_segmenter(model, p)}, photos, p, desc=f"{b.name} {part}")[model]
+    style = {r["id"]: r["style"] for r in chosen}
+    for r in rows:
+        r["style"] = style[r["id"]]
+    metrics = ood_metrics(rows)
+    for key, value in metrics.items():
+        typer.echo(f"{key:28s} {value:.4f}" if isinstance(value, float) else f"{key:28s} {value}")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"model": model, "part": part, "benchmark": str(b.root), "metrics": metrics,
+                                   "rows": rows}, indent=2, default=str))
 
 
 @data_app.command("versions")

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -29,38 +30,102 @@ ModelOpt = Annotated[str | None, typer.Option(
                     "(default: serve.model)")]
 
 
+class OutputFormat(StrEnum):
+    rgba = "rgba"
+    white = "white"
+    mask = "mask"
+
+
+CUTOUT_MODEL_HELP = ("u2netp (stock, ships with backdrop) | u2net (stock, 176 MB) | champion (the project's "
+                     "registered model) | models:/NAME/N | models:/NAME@ALIAS | PATH/model.pt | PATH/model.onnx. "
+                     "Default: the project's champion if it has one, else u2netp")
+STDIO = "-"
+SINGLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
 @serving_app.command()
 def remove(
-    inputs: Annotated[list[Path], typer.Argument(help="image files or directories")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="output directory")] = Path("cutouts"),
-    model: Annotated[str, typer.Option(help="champion | PATH/model.pt | models:/name/version")] = "champion",
-    fmt: Annotated[str | None, typer.Option("--format", help="rgba | white | mask (default: remove.format)")] = None,
+    inputs: Annotated[list[Path], typer.Argument(help="image files or directories; - reads one image from stdin")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output directory; - writes the cut-out of one input "
+                                      "to stdout; with one input, a FILE.png is that file")] = Path("cutouts"),
+    model: Annotated[str | None, typer.Option("--model", "-m", help=CUTOUT_MODEL_HELP)] = None,
+    fmt: Annotated[OutputFormat | None, typer.Option("--format", "-f", case_sensitive=False,
+                                                     help="rgba (default: remove.format) | white | mask")] = None,
+    alpha_matting: Annotated[bool | None, typer.Option(
+        "--alpha-matting/--no-alpha-matting", "-a",
+        help="clean edges: the product's own colours in the edge band, no backdrop fringe "
+             "(default: serve.clean_edges)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, notices or summary; errors only")] = False,
     params: ParamsOpt = None,
 ) -> None:
     """Cut out product photos: writes OUT/<stem>.png at each input's original size.
 
-    Sub-folders of a DIR argument are mirrored (DIR/a/x.jpg -> OUT/a/x.png); photos that share a stem
-    keep their extension in the name (shirt.jpg.png, shirt.png.png), so no output overwrites another.
-    Symbolic links inside a DIR are not followed (reported as failed). A photo that cannot be cut out
-    gets one line on stderr (file: reason: message) and the rest are still processed; the exit
-    status is 1 when any photo failed.
+    Works from any folder: without a params.yaml the built-in defaults apply and nothing but the
+    cut-outs is written. The model is --model, else the project's champion, else the stock u2netp
+    (a notice names it). Sub-folders of a DIR argument are mirrored (DIR/a/x.jpg -> OUT/a/x.png);
+    photos that share a stem keep their extension in the name (shirt.jpg.png, shirt.png.png), so
+    no output overwrites another. Symbolic links inside a DIR are not followed (reported as
+    failed). A photo that cannot be cut out gets one line on stderr (file: reason: message) and the
+    rest are still processed; the exit status is 1 when any photo failed.
     """
+    from backdrop.serving.cutout import context, load, pick_model
     from backdrop.serving.remove import remove as run
-    from backdrop.serving.specs import NoModelError
 
-    p = _params(params)
-    try:
-        result = run(inputs, out, params=p, model=model, fmt=fmt or p.remove.format)
-    except (NoModelError, FileNotFoundError, ValueError) as exc:
-        typer.secho(str(exc), fg="red", err=True)
-        raise typer.Exit(1) from None
+    if quiet:
+        logging.getLogger("backdrop").setLevel(logging.WARNING)
+    stdin = [str(i) for i in inputs] == [STDIO]
+    if STDIO in (str(i) for i in inputs) and not stdin:
+        raise typer.BadParameter("- (stdin) must be the only input", param_hint="INPUTS")
+    single = stdin or str(out) == STDIO or (len(inputs) == 1 and out.suffix.lower() in SINGLE_SUFFIXES
+                                            and not inputs[0].is_dir())
+    if str(out) == STDIO and (len(inputs) != 1 or inputs[0].is_dir()):
+        raise typer.BadParameter("-o - (stdout) takes exactly one image file", param_hint="--out")
+    p, in_project = context(params)
+    fmt_name = fmt.value if fmt else p.remove.format
+    segmenter, choice = load(pick_model(model, p, in_project), p)
+    if not quiet:
+        typer.echo(f"remove: {choice.notice()}", err=True)
+    if single:
+        _remove_one(inputs[0], out, segmenter, choice, p, fmt_name, alpha_matting, quiet)
+        return
+    result = run(inputs, out, params=p, model=choice.spec, fmt=fmt_name, segmenter=segmenter,
+                 clean_edges=alpha_matting, quiet=quiet)
     for failure in result.failed:
         typer.secho(f"remove: FAILED {failure.line()}", fg="red", err=True)
     summary = f"remove: wrote {len(result.written)} file(s) to {out}"
     if result.failed:
-        typer.echo(f"{summary}; {len(result.failed)} failed")
+        if not quiet:
+            typer.echo(f"{summary}; {len(result.failed)} failed")
         raise typer.Exit(1)
-    typer.echo(summary)
+    if not quiet:
+        typer.echo(summary)
+
+
+def _remove_one(src: Path, out: Path, segmenter, choice, params, fmt: str, clean: bool | None,
+                quiet: bool) -> None:
+    """One image from a file or stdin to stdout, a named file, or OUT/<stem>.png (rembg's `i` mode)."""
+    import sys
+
+    from backdrop.io import atomic_path
+    from backdrop.serving.cutout import Session
+
+    name = "stdin" if str(src) == STDIO else str(src)
+    data = sys.stdin.buffer.read() if str(src) == STDIO else src.read_bytes()
+    try:
+        encoded = Session(segmenter, choice, params).remove(data, format=fmt, alpha_matting=clean)
+    except ValueError as exc:  # BadImageError: empty, not an image, truncated, too large
+        raise ValueError(f"{name}: {exc}") from None
+    if str(out) == STDIO:
+        sys.stdout.buffer.write(encoded)
+        sys.stdout.buffer.flush()
+        return
+    ext = ".jpg" if fmt == "white" else ".png"
+    dest = out if out.suffix.lower() in SINGLE_SUFFIXES else out / f"{'stdin' if name == 'stdin' else src.stem}{ext}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest) as tmp:
+        Path(tmp).write_bytes(encoded)
+    if not quiet:
+        typer.echo(f"remove: wrote {dest}", err=True)
 
 
 @serving_app.command()
@@ -74,9 +139,10 @@ def serve(
     """HTTP API: POST /v1/remove, /v1/remove/batch; GET /healthz, /metrics, /docs."""
     import uvicorn
 
+    from backdrop.serving.cutout import context
     from backdrop.serving.httplimits import uvicorn_options
 
-    sp = _params(params).serve
+    sp = context(params)[0].serve  # works anywhere: the built-in defaults without a params.yaml
     if model:
         os.environ[MODEL_ENV] = model  # every worker process reads it (also with --workers > 1)
     if params:
@@ -89,11 +155,19 @@ def serve(
 
 def app_from_env():
     """uvicorn factory (`backdrop serve` runs `uvicorn --factory backdrop.cli.serving:app_from_env`):
-    the params of `$BACKDROP_SERVE_PARAMS` (default: ./params.yaml or $BACKDROP_PARAMS), loaded once
-    per worker, and the model of `$BACKDROP_SERVE_MODEL` (default: serve.model)."""
+    the params of `$BACKDROP_SERVE_PARAMS` (default: ./params.yaml or $BACKDROP_PARAMS, else the
+    built-in defaults), loaded once per worker, and the model of `$BACKDROP_SERVE_MODEL` (default:
+    serve.model; when that is the champion alias and the registry has none, the stock u2netp)."""
     from backdrop.serving.api import create_app
+    from backdrop.serving.cutout import context, pick_model
 
-    return create_app(_params(os.environ.get(PARAMS_ENV) or None), os.environ.get(MODEL_ENV) or None)
+    p, in_project = context(os.environ.get(PARAMS_ENV) or None)
+    model = os.environ.get(MODEL_ENV) or None
+    if not model and p.serve.model == p.register_.alias:
+        choice = pick_model(None, p, in_project)
+        log.info("serve: %s", choice.notice())
+        model = choice.spec
+    return create_app(p, model)
 
 
 @serving_app.command()

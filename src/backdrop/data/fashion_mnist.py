@@ -19,6 +19,10 @@ Only the **train** split may be used for training. The test split renders into a
 `drop.json` says `"training": false`, which `backdrop ingest` refuses, and `render_drop` refuses to
 write the test split into the training drop folder at all.
 
+``variety: broad`` (``fashion_mnist.variety``, or ``backdrop data drop``) shoots each product on a
+per-item studio, light, camera, framing and product extras (:mod:`backdrop.data.synth.variety`);
+``classic`` renders what it always did.
+
 Items are chosen by a seeded permutation of the split (a larger `n` extends a smaller one) and
 each is rendered from `numpy.random.default_rng([seed, source_index])` alone: deterministic,
 order-independent, resumable.
@@ -39,6 +43,17 @@ from PIL import Image, ImageFilter
 
 from backdrop.data.synth.geometry import uniform
 from backdrop.data.synth.studio import background, pick_colour, pick_size
+from backdrop.data.synth.variety import (
+    LOOK_FIELDS,
+    LOOK_SALT,
+    check_variety,
+    compose,
+    cut_shift,
+    draw_look,
+    fill_range,
+    paste,
+    place,
+)
 from backdrop.io import atomic_path, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -153,12 +168,19 @@ def render_product(
     max_side: int = 512,
     white_share: float = 0.1,
     black_share: float = 0.05,
+    variety: str = "classic",
 ) -> tuple[Image.Image, Image.Image, FashionItem]:
-    """One 28x28 Fashion-MNIST product → (RGB studio photo, L mask in {0, 255}, metadata)."""
+    """One 28x28 Fashion-MNIST product → (RGB studio photo, L mask in {0, 255}, metadata).
+
+    ``variety="broad"`` shoots it on a per-item look (:mod:`backdrop.data.synth.variety`);
+    ``"classic"`` renders exactly what it always did."""
+    check_variety(variety)
     rng = np.random.default_rng([int(seed), int(source_index)])
     width, height = pick_size(rng, min_side, max_side)
     r = rng.random()
     style = "white_on_white" if r < white_share else "black_on_black" if r < white_share + black_share else "normal"
+    if variety == "broad":
+        return _render_broad(pixels, label, split, source_index, seed, rng, width, height, style)
 
     # ---- framing: the 28x28 square scaled to a share of the short side, offset off-centre
     side = max(16, int(round(min(width, height) * uniform(rng, 0.62, 0.92))))
@@ -168,9 +190,7 @@ def render_product(
 
     # ---- coverage: bicubic upsampling at 4x, threshold, box-average → smooth antialiased contour
     x = pixels.astype(np.float32) * np.float32(1 / 255)
-    hi = _upsample(x, side * SUPERSAMPLE) > THRESHOLD
-    coverage = np.asarray(Image.fromarray(hi.astype(np.uint8) * 255, "L").reduce(SUPERSAMPLE),
-                          np.float32) * np.float32(1 / 255)  # (side, side) in [0, 1]
+    coverage = _coverage(x, side)  # (side, side) in [0, 1]
     if not (coverage >= 0.5).any():
         raise ValueError(f"{stem_for(split, source_index)}: no product pixel above the threshold")
 
@@ -208,6 +228,54 @@ def render_product(
     return photo_img, Image.fromarray(mask, "L"), item
 
 
+def _coverage(x: np.ndarray, side: int) -> np.ndarray:
+    """Soft coverage (side, side) in [0, 1] of intensities ``x`` (28, 28) in [0, 1]."""
+    hi = _upsample(x, side * SUPERSAMPLE) > THRESHOLD
+    return np.asarray(Image.fromarray(hi.astype(np.uint8) * 255, "L").reduce(SUPERSAMPLE),
+                      np.float32) * np.float32(1 / 255)
+
+
+def _render_broad(pixels, label, split, source_index, seed, rng, width, height, style):
+    """The broad look: framing, backdrop, light, camera and product extras from the item's look."""
+    look = draw_look(seed, source_index)
+    lrng = np.random.default_rng([int(seed), int(source_index), LOOK_SALT, 1])
+    f_lo, f_hi = fill_range(look)
+    side = max(16, int(round(min(width, height) * uniform(lrng, f_lo, f_hi) * 1.05)))
+    x0 = int(round(place(lrng, look, width - side, side)))
+    y0 = int(round(place(lrng, look, height - side, side)))
+    x = pixels.astype(np.float32) * np.float32(1 / 255)
+    coverage = _coverage(x, side)
+    ys, xs = np.nonzero(coverage >= 0.5)
+    if ys.size == 0:
+        raise ValueError(f"{stem_for(split, source_index)}: no product pixel above the threshold")
+    dx, dy = cut_shift(lrng, look, width, height, (x0 + xs.min(), y0 + ys.min(), xs.max() - xs.min() + 1,
+                                                   ys.max() - ys.min() + 1))
+    x0, y0 = int(round(x0 + dx)), int(round(y0 + dy))
+    lum = 1.0 - np.clip(_upsample(x, side), 0.0, 1.0)
+    colour = pick_colour(rng, style, "cotton")
+    shade = np.float32(uniform(rng, 0.45, 0.6)) + np.float32(uniform(rng, 0.45, 0.6)) * lum
+    if style == "white_on_white":
+        shade = 0.9 + 0.1 * shade
+    canvas = np.empty((height, width, 3), np.float32)
+    canvas[:] = colour * np.float32(0.8)
+    paste(canvas, colour[None, None, :] * shade[..., None], x0, y0)
+    full = paste(np.zeros((height, width), np.float32), coverage, x0, y0)
+    if not (full >= 0.5).any():
+        raise ValueError(f"{stem_for(split, source_index)}: the product left the frame")
+    photo, mask = compose(lrng, look, style, colour, canvas, full, float(side))
+    item = FashionItem(stem_for(split, source_index), split, int(source_index), int(label),
+                       CLASSES[int(label)], style, width, height, x0, y0, side)
+    return photo, mask, item
+
+
+def jpeg_options(seed: int, source_index: int, variety: str = "classic") -> dict:
+    """PIL save options: quality 78-95 classic, the look's quality and chroma subsampling broad."""
+    if check_variety(variety) == "classic":
+        return {"quality": int(np.random.default_rng([int(seed), int(source_index), 1]).integers(78, 96))}
+    look = draw_look(seed, source_index)
+    return {"quality": look.jpeg_quality, "subsampling": look.subsampling}
+
+
 def _inside(path: Path, folder: Path) -> bool:
     path, folder = path.resolve(), folder.resolve()
     return path == folder or path.is_relative_to(folder) or folder.is_relative_to(path)
@@ -225,6 +293,7 @@ def render_drop(
     black_share: float = 0.05,
     source_dir: Path | None = None,
     training_drop: Path | None = None,
+    variety: str = "classic",
     progress: bool = True,
 ) -> list[FashionItem]:
     """Render `n` products of `split` into a vendor drop: images/<stem>.jpg + masks/<stem>.png.
@@ -247,19 +316,23 @@ def render_drop(
     for idx in tqdm(chosen, desc=f"fashion-mnist {split}", unit="img", disable=not progress):
         photo, mask, item = render_product(images[idx], int(labels[idx]), split, int(idx), seed,
                                            min_side=min_side, max_side=max_side,
-                                           white_share=white_share, black_share=black_share)
-        quality = int(np.random.default_rng([int(seed), int(idx), 1]).integers(78, 96))
+                                           white_share=white_share, black_share=black_share, variety=variety)
         with atomic_path(out_dir / "images" / f"{item.stem}.jpg") as tmp:
-            photo.save(tmp, format="JPEG", quality=quality)
+            photo.save(tmp, format="JPEG", **jpeg_options(seed, int(idx), variety))
         with atomic_path(out_dir / "masks" / f"{item.stem}.png") as tmp:
             mask.save(tmp, format="PNG")
         items.append(item)
     write_csv(out_dir / "labels.csv", (vars(it) for it in items), LABEL_FIELDS)
-    write_json(out_dir / "drop.json", {
+    descriptor = {
         "source": "fashion-mnist", "package": PACKAGE, "split": split, "training": split == "train",
         "license": "MIT (Zalando Research, Fashion-MNIST)", "n": n, "seed": seed,
         "idx_sha256": digests, "metadata": ["labels.csv"],
         "note": "train split only for training" if split == "train" else
                 "EVALUATION ONLY: backdrop ingest refuses this drop",
-    })
+    }
+    if variety != "classic":
+        write_csv(out_dir / "looks.csv", (draw_look(seed, it.source_index).row(it.stem) for it in items),
+                  LOOK_FIELDS)
+        descriptor.update(variety=variety, metadata=["labels.csv", "looks.csv"])
+    write_json(out_dir / "drop.json", descriptor)
     return items

@@ -253,8 +253,14 @@ def _describe(wm: WindowMetrics, links: dict[str, str]) -> tuple[list[str], dict
              f"min samples {wm.min_samples}",
              f"*window*: {wm.window_start:%Y-%m-%d %H:%M} → {wm.at:%Y-%m-%d %H:%M} UTC ({wm.window_hours:g} h)"]
     if overall:
-        lines.append(f"*overall*: IoU {overall['iou_mean']:.4f} over {overall['n']} image(s), "
+        lines.append(f"*overall*: IoU {overall['iou_mean']:.4f} over {overall['n']} image(s) of the alert sample "
+                     f"(audit, not routed; upper bound {overall.get('ci_high', overall['iou_mean']):.4f}), "
                      f"{overall['share_ge_threshold']:.0%} at or above the threshold")
+    if wm.routing.get("routed_decided"):
+        r = wm.routing
+        recall = "n/a" if r["routing_recall"] is None else f"{r['routing_recall']:.0%}"
+        lines.append(f"*routed* (reported, not alerted on): {r['routed_needed_fix']}/{r['routed_decided']} "
+                     f"needed a fix; routing caught ~{recall} of bad cut-outs")
     for p in wm.breaches:
         if p["scope"] == "cluster":
             lines.append(f"• {_scope_label(p)}: IoU {p['iou_mean']:.4f} (n={p['n']}, worst {p['iou_min']:.4f})")
@@ -266,7 +272,7 @@ def _describe(wm: WindowMetrics, links: dict[str, str]) -> tuple[list[str], dict
     payload = {"rule": RULE, "metric": "iou_mean", "threshold": wm.threshold, "min_samples": wm.min_samples,
                "window_start": wm.window_start.isoformat(), "window_end": wm.at.isoformat(),
                "window_hours": wm.window_hours, "overall": overall, "clusters": breached_clusters,
-               "breaches": wm.breaches, "worst_examples": wm.worst, "links": links}
+               "breaches": wm.breaches, "worst_examples": wm.worst, "links": links, "routing": wm.routing}
     return lines, payload
 
 

@@ -4,8 +4,12 @@
 ones that arrived since the last run). `window_metrics` takes every scored image whose newest
 correction arrived within `monitoring.window_hours` before `at` and stores one `MetricPoint` per
 scope: overall, per cluster, per model version. A scope *breaches* when it has at least
-`monitoring.min_samples` images and a mean IoU below `monitoring.threshold` (overall and clusters
-only; model versions are reported, the alert is about what customers see).
+`monitoring.min_samples` images and the one-sided `monitoring.alert_confidence` upper bound of its
+mean IoU below `monitoring.threshold` (overall and clusters only; model versions are reported, the
+alert is about what customers see).
+
+Only the alert sample counts (`audit.py`): corrections of routed (low-confidence) photos are left out
+of those scopes and reported as scope `routed` (never a breach), with `WindowMetrics.routing`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from backdrop.data.predlog import (
     utcnow,
 )
 from backdrop.metrics import mask_iou
+from backdrop.monitoring import audit
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +108,7 @@ class WindowMetrics:
     breaches: list[dict] = field(default_factory=list)  # points of breaching scopes
     worst: list[dict] = field(default_factory=list)  # the lowest-IoU images of the window
     enough_data: bool = False  # overall n >= min_samples
+    routing: dict = field(default_factory=dict)  # audit.routing_report: routed items, reported apart
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -117,28 +123,40 @@ def window_metrics(params: Params, at: datetime | None = None, store: bool = Tru
     mp = params.monitoring
     at = naive_utc(at)
     start = at - timedelta(hours=mp.window_hours)
-    samples = window_samples(params, start, at + timedelta(microseconds=1))
+    end = at + timedelta(microseconds=1)
+    everything = window_samples(params, start, end)
+    with sessions(mp)() as s:
+        kinds = audit.sample_kinds(s, [smp.prediction_id for smp in everything]) if everything else {}
+    samples = [smp for smp in everything if kinds.get(smp.prediction_id) != audit.ROUTED]
+    routed = [smp.iou for smp in everything if kinds.get(smp.prediction_id) == audit.ROUTED]
     wm = WindowMetrics(at, start, mp.window_hours, mp.threshold, mp.min_samples)
     if samples:
+        population = audit.published_counts(params, start, end)
         groups: dict[tuple[str, str], list[float]] = {("overall", "all"): [s.iou for s in samples]}
         for smp in samples:
             groups.setdefault(("cluster", "none" if smp.cluster is None else str(smp.cluster)), []).append(smp.iou)
             groups.setdefault(("model", smp.model_version), []).append(smp.iou)
         names = {str(smp.cluster): smp.cluster_name for smp in samples if smp.cluster is not None}
         for (scope, key), values in sorted(groups.items()):
-            point = {"scope": scope, "key": key, **_point(values, mp.threshold)}
+            low, high = audit.upper_bound(values, population.get((scope, key), 0), mp.alert_confidence)
+            point = {"scope": scope, "key": key, **_point(values, mp.threshold), "ci_low": low, "ci_high": high}
             if scope == "cluster":
                 point["name"] = names.get(key, "")
             wm.points.append(point)
         wm.enough_data = len(samples) >= mp.min_samples
         wm.breaches = [p for p in wm.points if p["scope"] in ("overall", "cluster")
-                       and p["n"] >= mp.min_samples and p["iou_mean"] < mp.threshold]
+                       and p["n"] >= mp.min_samples and p["ci_high"] < mp.threshold]
         wm.worst = [asdict(smp) for smp in sorted(samples, key=lambda x: x.iou)[: mp.worst_examples]]
+    if routed:
+        wm.points.append({"scope": "routed", "key": "all", **_point(routed, mp.threshold)})
+    if everything:
+        wm.routing = audit.routing_report(params, start, end)
+    columns = set(MetricPoint.__table__.columns.keys())
     if store and wm.points:
         with sessions(mp)() as s, s.begin():
             s.execute(delete(MetricPoint).where(MetricPoint.at == at))
             s.add_all(MetricPoint(at=at, window_hours=mp.window_hours,
-                                  **{k: v for k, v in p.items() if k != "name"}) for p in wm.points)
+                                  **{k: v for k, v in p.items() if k in columns}) for p in wm.points)
     log.info("window ending %s: %s; breaches %s", at, [(p["scope"], p["key"], p["n"], round(p["iou_mean"], 4))
                                                       for p in wm.points], [p["key"] for p in wm.breaches])
     return wm

@@ -40,6 +40,7 @@ class Evaluation:
     trend_png: str | None
     mlflow_run_id: str | None
     links: dict
+    routing: dict | None = None  # routed items, reported apart from the alert (monitoring/audit.py)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -63,7 +64,8 @@ def evaluate(params: Params, at: datetime | None = None, report: bool = True) ->
     outcome = alerts.evaluate(params, wm, links)
     overall = next((p for p in wm.points if p["scope"] == "overall"), None)
     return Evaluation(wm.at.isoformat(), outcome.action, outcome.incident_id, outcome.firing, wm.breaches,
-                      overall, str(html) if html else None, str(trend) if trend else None, run_id, links)
+                      overall, str(html) if html else None, str(trend) if trend else None, run_id, links,
+                      wm.routing or None)
 
 
 def feedback(params: Params, evaluation: dict) -> dict:

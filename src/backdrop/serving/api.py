@@ -59,9 +59,11 @@ from starlette.requests import ClientDisconnect
 
 from backdrop.config import Params, resolve
 from backdrop.io import BadImageError
+from backdrop.serving.base import available_cores
 from backdrop.serving.names import sanitize_filename
-from backdrop.serving.outputs import OutputOptions, compose, encode, final_prob
-from backdrop.serving.review import Confidence, ReviewQueue, confidence
+from backdrop.serving.outputs import OutputOptions, compose, encode
+from backdrop.serving.outputs import finish as finish_prob
+from backdrop.serving.review import AUDIT, Confidence, ReviewQueue, confidence, is_audit
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +167,8 @@ def create_app(params: Params, model: str | None = None) -> FastAPI:
     options = OutputOptions.from_params(sp)
     queue = ReviewQueue(resolve(sp.review_dir))
     metrics = Metrics()
-    jobs = asyncio.Semaphore(2)  # photos decoded/composed at once: bounds memory (max_pixels each)
+    lanes = params.remove.workers or available_cores()  # parallel 1-thread sessions, as `backdrop remove`
+    jobs = asyncio.Semaphore(max(2, lanes))  # requests processed at once: bounds memory (max_pixels each)
     budget = ByteBudget(BUDGET_REQUESTS * (sp.max_upload_bytes * sp.max_batch_files + MULTIPART_OVERHEAD))
     started = time.time()
     recorders: dict[str, object] = {}
@@ -180,8 +183,12 @@ def create_app(params: Params, model: str | None = None) -> FastAPI:
         handle.stop()
 
     app = FastAPI(title="backdrop", version=__import__("backdrop").__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None,  # served offline from packaged files (serving/docs.py)
                   description="Background removal for product photos. Send a JPEG/PNG/WebP; get an RGBA "
                               "PNG cut-out, a white-background JPEG or the mask, at the photo's size.")
+    from backdrop.serving.docs import add_offline_docs
+
+    add_offline_docs(app)
 
     # ------------------------------------------------------------------ errors, auth, metrics middleware
     @app.exception_handler(ApiError)
@@ -302,12 +309,14 @@ def create_app(params: Params, model: str | None = None) -> FastAPI:
 
     def finish(name: str, data: bytes, photo, pred, fmt: str, source: str) -> Result:
         conf = confidence(pred.small, pred.disagreement)
-        prob = final_prob(photo, pred.prob, options)
-        body, media = encode(compose(photo, prob, fmt, options), fmt)
+        prob, shown = finish_prob(photo, pred.prob, fmt, options)
+        body, media = encode(compose(shown, prob, fmt, options), fmt)
         routed = conf.score < sp.review_threshold
         sha = hashlib.sha256(data).hexdigest()
         if routed:
             queue.add(name, sha, data, body, EXT[media], conf, source)
+        elif is_audit(sha, sp.audit_share):  # published, and also checked by a person (unbiased monitoring)
+            queue.add(name, sha, data, body, EXT[media], conf, source, reason=AUDIT)
         metrics.images.labels(fmt, "queued" if routed else "published").inc()
         metrics.confidence.observe(conf.score)
         keep = log_predictions
@@ -324,7 +333,8 @@ def create_app(params: Params, model: str | None = None) -> FastAPI:
                 decoded.append(exc)
         photos = [d for d in decoded if not isinstance(d, BadImageError)]
         t0 = time.perf_counter()
-        preds = iter(seg.predict_batch(photos))
+        lane = getattr(seg, "predict_on_lane", None)  # the ONNX engine: one of `lanes` sessions, not all cores
+        preds = iter(lane(photos, lanes) if lane and photos else seg.predict_batch(photos))
         if photos:
             metrics.inference.observe(time.perf_counter() - t0)
         out: list[Result | BadImageError] = []

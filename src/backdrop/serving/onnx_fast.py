@@ -218,6 +218,8 @@ class FastSegmenter:
     zoom_blend: float = 0.0     # weight of the whole-photo pass inside the box (`serve.zoom_blend`)
     flip_tta: bool = False      # `serve.tta: hflip`: every run also on the mirrored input, maps averaged
     _lanes: list = field(default_factory=list, repr=False)  # single-threaded sessions for `stream` lanes
+    _free: object = field(default=None, repr=False)           # idle lanes of `predict_on_lane` (a queue)
+    _free_n: int = 0
 
     def prepare(self, photos) -> np.ndarray:
         return to_input(photos, self.size, self.scale_to_max)
@@ -285,10 +287,13 @@ class FastSegmenter:
     def lane_sessions(self, workers: int) -> list:
         """`workers` single-threaded sessions on the same model file, made once and kept."""
         with self._lock:
-            lanes = self._lanes
-            while len(lanes) < workers:
-                lanes.append(make_session(self.onnx_file, threads=1))
-            return lanes[:workers]
+            return self._lanes_unlocked(workers)
+
+    def _lanes_unlocked(self, workers: int) -> list:
+        lanes = self._lanes
+        while len(lanes) < workers:
+            lanes.append(make_session(self.onnx_file, threads=1))
+        return lanes[:workers]
 
     def _stream_lanes(self, batches, load, workers: int):
         import queue
@@ -323,6 +328,29 @@ class FastSegmenter:
                 for item, photo in zip(batch, photos, strict=True):
                     yield item, photo, (None if isinstance(photo, Exception) else next(preds))
 
+    def predict_on_lane(self, photos, workers: int) -> list[Prediction]:
+        """`predict_batch` on one of `workers` single-threaded lane sessions (waiting for a free one):
+        concurrent callers (the API's requests) run side by side, as `stream`'s lanes do, instead of
+        queueing for the one all-cores session that cannot keep 2 cores busy through U²-Net's small ops."""
+        if not photos:
+            return []
+        if workers <= 1:
+            return self.predict_batch(photos)
+        import queue
+
+        with self._lock:
+            if self._free is None or self._free_n != workers:
+                self._free, self._free_n = queue.SimpleQueue(), workers
+                for session in self._lanes_unlocked(workers):
+                    self._free.put(session)
+            free = self._free
+        x = self.prepare(photos)
+        session = free.get()
+        try:
+            return self.predict_prepared(photos, x, session)
+        finally:
+            free.put(session)
+
     def probabilities(self, photo) -> np.ndarray:
         """float32 (H,W) foreground probability at the photo's original size (Segmenter's contract)."""
         return self.predict_batch([photo])[0].prob
@@ -351,7 +379,8 @@ def _from_model(model, size: int, source: str, threads: int | None = None, preci
 
 
 def _from_onnx(path: Path, source: str | None = None, threads: int | None = None,
-               size: int | None = None, zoom: dict | None = None) -> FastSegmenter:
+               size: int | None = None, zoom: dict | None = None, scale_to_max: bool = False,
+               precision: str = "fp32") -> FastSegmenter:
     session = make_session(path, threads)
     inp = session.get_inputs()[0]
     size = size or (inp.shape[-1] if isinstance(inp.shape[-1], int) else 320)
@@ -359,7 +388,7 @@ def _from_onnx(path: Path, source: str | None = None, threads: int | None = None
     if inp.name != "image":
         raise ValueError(f"{path}: expected an input named 'image' (CutoutModel contract), got {inp.name!r}")
     return FastSegmenter(session, int(size), source or str(path), str(path), "disagreement" in names,
-                         **(zoom or {}))
+                         scale_to_max, precision=precision, **(zoom or {}))
 
 
 def from_source(ms: ModelSource, threads: int | None = None, size: int | None = None,
@@ -369,6 +398,10 @@ def from_source(ms: ModelSource, threads: int | None = None, size: int | None = 
     `size` overrides the model's input size (default: the size it was trained at; 320 for official).
     `precision` is `fp32` or `int8` (`serve.precision`; see `backdrop.serving.quantize`).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+    if ms.onnx_int8 is not None and precision == "int8" and (size or ms.size) == 320:  # bundled, ready
+        return _from_onnx(ms.onnx_int8, ms.source, threads, 320, ms.zoom, ms.scale_to_max, "int8")
     if ms.onnx_file is not None:
-        return _from_onnx(ms.onnx_file, ms.source, threads, size or ms.size, ms.zoom)
+        return _from_onnx(ms.onnx_file, ms.source, threads, size or ms.size, ms.zoom, ms.scale_to_max)
     return _from_model(ms.model, size or ms.size, ms.source, threads, precision, ms.scale_to_max, ms.zoom)

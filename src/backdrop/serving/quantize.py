@@ -96,6 +96,7 @@ def quantize_int8(fp32_static: Path, dest: Path | None = None, inputs: list[np.n
     dest = Path(dest) if dest else fp32_static.with_name(f"{fp32_static.stem}-int8-{key}.onnx")
     if dest.is_file():
         return dest
+    log.info("preparing the int8 model, about a minute, first run only (cached as %s)", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     data = inputs if inputs is not None else calibration_inputs(n_calibration, scale_to_max=scale_to_max)
 

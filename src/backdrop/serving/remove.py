@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 
 from backdrop.config import Params
 from backdrop.io import IMAGE_SUFFIXES, atomic_path, open_image
 from backdrop.serving.names import display, plan_outputs
-from backdrop.serving.outputs import FORMATS, compose
+from backdrop.serving.outputs import FORMATS, PNG_LEVEL, compose
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,8 @@ def _reason(exc: BaseException) -> str:
 
 
 def remove(inputs: Iterable[Path], out_dir: Path, *, params: Params, model: str = "champion", fmt: str = "rgba",
-           engine: str | None = None, precision: str | None = None) -> RemoveResult:
+           engine: str | None = None, precision: str | None = None, segmenter=None,
+           clean_edges: bool | None = None, quiet: bool = False) -> RemoveResult:
     """Cut out every input photo into out_dir (see the module doc for names) at its original size.
 
     Returns a `RemoveResult`: the outputs written and one `Failure` per input that could not be cut
@@ -134,11 +135,14 @@ def remove(inputs: Iterable[Path], out_dir: Path, *, params: Params, model: str 
     canvas aspect and margin, edge refinement) are the `serve:` ones. Each cut-out is also recorded
     in the prediction log (`backdrop.data.predlog`): image id and sha256, model version,
     cluster, confidence, the stored mask (= the published alpha). `engine` defaults to
-    `remove.engine`, `precision` to `serve.precision` (`backdrop.serving.segmenter`).
+    `remove.engine`, `precision` to `serve.precision` (`backdrop.serving.segmenter`). A `segmenter`
+    already loaded (`backdrop.serving.cutout.load`) is used instead of `model`. `clean_edges`
+    (default `serve.clean_edges`) lets the backdrop-coloured fringe go and decontaminates the edge
+    band's colours (`outputs.tighten_alpha`, `outputs.decontaminate`); `quiet` turns the progress off.
     """
     from backdrop.progress import progress
     from backdrop.serving.base import available_cores
-    from backdrop.serving.outputs import OutputOptions, final_prob
+    from backdrop.serving.outputs import OutputOptions, finish
     from backdrop.serving.segmenter import load_segmenter
 
     if fmt not in FORMATS:
@@ -152,15 +156,18 @@ def remove(inputs: Iterable[Path], out_dir: Path, *, params: Params, model: str 
         return result
     ext, pil_format = (".jpg", "JPEG") if fmt == "white" else (".png", "PNG")
     dests = [out_dir / rel for rel in plan_outputs((f.rel for f in files), ext)]
-    segmenter = load_segmenter(model, engine or params.remove.engine, precision, params=params)
+    if segmenter is None:
+        segmenter = load_segmenter(model, engine or params.remove.engine, precision, params=params)
     options = OutputOptions.from_params(params.serve)
+    if clean_edges is not None:
+        options = replace(options, clean_edges=clean_edges)
     recorder = _recorder(params, segmenter.source)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = segmenter.stream(range(len(files)), lambda i: open_image(files[i].path), params.remove.batch_size,
                                params.remove.workers or available_cores())
     done: set[int] = set()  # indices into files (the same file given twice is two inputs)
     try:
-        for i, photo, pred in progress(results, desc="remove", total=len(files), unit="img"):
+        for i, photo, pred in progress(results, desc="remove", total=len(files), unit="img", enabled=not quiet):
             done.add(i)
             path = files[i].path
             if isinstance(photo, BaseException) or pred is None:
@@ -169,11 +176,12 @@ def remove(inputs: Iterable[Path], out_dir: Path, *, params: Params, model: str 
                 continue
             dest = dests[i]
             try:
-                prob = final_prob(photo, pred.prob, options)
-                image = compose(photo, prob, fmt, options)
+                prob, shown = finish(photo, pred.prob, fmt, options)
+                image = compose(shown, prob, fmt, options)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(dest) as tmp:
-                    image.save(tmp, format=pil_format, **({"quality": 92} if pil_format == "JPEG" else {}))
+                    image.save(tmp, format=pil_format, **({"quality": 92} if pil_format == "JPEG" else
+                                                          {"compress_level": PNG_LEVEL}))
             except Exception as exc:  # noqa: BLE001 — one photo's failure is reported, the run goes on
                 result.failed.append(Failure(path, _reason(exc), f"{type(exc).__name__}: {exc}"))
                 continue

@@ -14,6 +14,11 @@ Confidence is an estimate of how much of the product's outline is in doubt, on t
 
 Images below `serve.review_threshold` go to the review queue (`serve.review_dir`): the photo, the
 cut-out that would have been published, and one row in `queue.csv` — instead of being published.
+
+Audit sample: `serve.audit_share` of the *published* cut-outs also get a queue row, reason `audit`
+(published all the same). The pick is a function of the photo's sha256 (`is_audit`), so a rerun or a
+second worker picks the same photos. Routed photos measure the worst few percent; the audit sample is
+what the monitoring alert uses, an unbiased estimate of what customers see (monitoring/audit.py).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 UNCERTAIN = (0.1, 0.9)
+ROUTED, AUDIT = "low_confidence", "audit"  # queue.csv `reason`
 QUEUE_FIELDS = ["queued_at", "name", "sha256", "confidence", "uncertain", "disagreement", "photo", "cutout",
                 "model", "reason"]
 
@@ -56,6 +62,13 @@ def confidence(prob: np.ndarray, disagreement: float | None = None) -> Confidenc
     return Confidence(float(min(1.0, max(0.0, score))), float(share), disagreement)
 
 
+def is_audit(sha256: str, share: float) -> bool:
+    """Deterministic audit pick: the first 52 bits of the photo hash as a uniform number in [0, 1)."""
+    if share <= 0:
+        return False
+    return int(sha256[:13], 16) / float(1 << 52) < share
+
+
 class ReviewQueue:
     """`review_dir/{photos,cutouts}/` + `review_dir/queue.csv` (append-only, one row per routed image)."""
 
@@ -65,13 +78,13 @@ class ReviewQueue:
         self._lock = threading.Lock()
 
     def add(self, name: str, sha256: str, photo_src: Path | bytes, cutout_bytes: bytes, cutout_ext: str,
-            conf: Confidence, model: str, reason: str = "low_confidence") -> Path:
+            conf: Confidence, model: str, reason: str = ROUTED) -> Path:
         from backdrop.io import atomic_path
         from backdrop.serving.names import display, sanitize_filename
 
         name = display(name)  # the CSV row: printable text, also for undecodable file names
         safe = Path(sanitize_filename(name))  # client- or uploader-chosen: no NUL, no folders, bounded length
-        stem = f"{safe.stem}-{sha256[:12]}"
+        stem = f"{safe.stem}-{sha256[:12]}" + ("-audit" if reason == AUDIT else "")
         photo_dest = self.root / "photos" / f"{stem}{safe.suffix.lower() or '.img'}"
         cut_dest = self.root / "cutouts" / f"{stem}{cutout_ext}"
         with atomic_path(photo_dest) as tmp:

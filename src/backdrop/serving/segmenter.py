@@ -43,7 +43,7 @@ def load_segmenter(spec: str, engine: str = "auto", precision: str | None = None
         from backdrop.serving.onnx_fast import from_source as onnx_segmenter
 
         try:
-            return onnx_segmenter(resolve(spec, params), threads, size, precision or params.serve.precision)
+            return onnx_segmenter(resolve(spec, params, "onnx"), threads, size, precision or params.serve.precision)
         except NoModelError:
             raise
         except Exception as exc:
@@ -52,4 +52,4 @@ def load_segmenter(spec: str, engine: str = "auto", precision: str | None = None
             log.warning("ONNX fast path unavailable (%s: %s); using PyTorch", type(exc).__name__, exc)
     from backdrop.serving.torch_engine import from_source as torch_segmenter
 
-    return torch_segmenter(resolve(spec, params), size)
+    return torch_segmenter(resolve(spec, params, "torch"), size)

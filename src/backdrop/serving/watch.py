@@ -35,7 +35,8 @@ ever written over another photo's.
 File names that are not valid UTF-8 work: the ledger stores them as their bytes (a BLOB) and logs and
 reason files show a backslash-escaped (`\\xNN`) form.
 
-Low-confidence cut-outs go to the review queue instead of the output folder (`review.py`). Every
+Low-confidence cut-outs go to the review queue instead of the output folder (`review.py`); a
+`serve.audit_share` of the published ones are queued too, as audit items. Every
 cut-out is written to the prediction log (monitoring) when `monitoring.record_predictions` is on.
 """
 
@@ -270,6 +271,7 @@ class UploadProcessor:
     retries: int = 2
     settle_s: float = 0.5
     review_threshold: float = 0.9
+    audit_share: float = 0.0  # published cut-outs also queued as audit items (serve.audit_share)
     max_pixels: int = 40_000_000
     record: bool | None = None  # None: monitoring.record_predictions
     retry_delay_s: float = 1.0
@@ -422,9 +424,10 @@ class UploadProcessor:
 
     def _recover(self) -> None:
         """Rows left `processing` by a killed process: published already, or to be redone."""
-        from backdrop.serving.review import ReviewQueue
+        from backdrop.serving.review import AUDIT, ReviewQueue
 
-        queued = {r["sha256"] for r in ReviewQueue(self.review_dir).rows()}
+        # routed photos only: an audit row belongs to a published photo, whose output tells
+        queued = {r["sha256"] for r in ReviewQueue(self.review_dir).rows() if r.get("reason") != AUDIT}
         for row in self.ledger.rows("processing"):
             out = Path(_fs_name(row["output"])) if row["output"] else None
             if row["sha256"] in queued:
@@ -554,8 +557,8 @@ class UploadProcessor:
 
     def _process_batch(self, batch: list[_Pending]) -> None:
         from backdrop.serving.images import decode
-        from backdrop.serving.outputs import OutputOptions, compose, final_prob
-        from backdrop.serving.review import ReviewQueue, confidence
+        from backdrop.serving.outputs import OutputOptions, compose, finish
+        from backdrop.serving.review import AUDIT, ReviewQueue, confidence, is_audit
 
         options = OutputOptions.from_params(self.params.serve)
 
@@ -579,8 +582,8 @@ class UploadProcessor:
         for (item, attempts, photo), pred in zip(ready, preds, strict=True):
             try:
                 conf = confidence(pred.small, pred.disagreement)
-                pred.prob = final_prob(photo, pred.prob, options)
-                body = encode_tagged(compose(photo, pred.prob, self.fmt, options), self.fmt, item.sha)
+                pred.prob, shown = finish(photo, pred.prob, self.fmt, options)  # the API's and remove's edges
+                body = encode_tagged(compose(shown, pred.prob, self.fmt, options), self.fmt, item.sha)
                 if conf.score < self.review_threshold:
                     out = queue.add(display(item.path.name), item.sha, item.data, body, EXT[self.fmt], conf,
                                     seg.source)
@@ -593,6 +596,10 @@ class UploadProcessor:
                         tmp.write_bytes(body)
                     routed = False
                     self.stats.published += 1
+                    if is_audit(item.sha, self.audit_share):  # published, and also checked by a person
+                        queue.add(display(item.path.name), item.sha, item.data, body, EXT[self.fmt], conf,
+                                  seg.source, reason=AUDIT)
+                        log.info("%s: published and queued as an audit item", display(item.path.name))
                 self.ledger.done(item.sha, str(out), routed, conf.score)
             except Exception as exc:
                 self._fail(item, exc, attempts)
@@ -688,7 +695,7 @@ def from_params(params: Params, upload_dir: Path | None = None, out_dir: Path | 
         review_dir=Path(review_dir) if review_dir else resolve(sp.review_dir),
         model=model or sp.model, fmt=fmt or sp.format, size=size, batch_size=sp.batch_size,
         retries=sp.watch_retries, settle_s=sp.watch_settle_s, review_threshold=sp.review_threshold,
-        max_pixels=sp.max_pixels, record=record, params=params)
+        audit_share=sp.audit_share, max_pixels=sp.max_pixels, record=record, params=params)
 
 
 def summary(upload_dir: Path) -> dict:

@@ -41,3 +41,28 @@ def deep_supervision_loss(outputs, target, iou_weight: float = 0.0):
     if iou_weight:
         loss = loss + iou_weight * sum(soft_iou_loss(o, target) for o in outputs)
     return loss
+
+
+def anchor_weights(model) -> dict:
+    """Detached copies of the trainable parameters: the starting point L2-SP pulls towards."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def l2sp_penalty(model, anchor: dict):
+    """Σ‖w − w₀‖² over the parameters in ``anchor`` (L2-SP, Li et al. 2018): fine-tuning may move
+    the official weights only as far as the data pays for, so it forgets less of what they knew."""
+    import torch
+
+    terms = [(p - anchor[name]).pow(2).sum() for name, p in model.named_parameters() if name in anchor]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def encoder_param_groups(model, lr: float, encoder_lr_scale: float) -> list[dict]:
+    """AdamW parameter groups: the encoder stages (stage1..stage6) at lr × scale, the rest at lr.
+    A lower encoder rate keeps the official features while the decoder adapts."""
+    import re
+
+    encoder, rest = [], []
+    for name, p in model.named_parameters():
+        (encoder if re.fullmatch(r"stage\d+", name.split(".")[0]) else rest).append(p)
+    return [{"params": encoder, "lr": lr * encoder_lr_scale}, {"params": rest, "lr": lr}]

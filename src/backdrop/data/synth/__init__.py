@@ -23,9 +23,14 @@ How an item is made:
 ``style`` says which of the three colour regimes an item uses: ``normal``, ``white_on_white`` (white
 product on a near-white background, the low-contrast hard case) or ``black_on_black``.
 
+``variety`` (``synth.variety``): ``classic`` is the one studio above, byte for byte what it always
+was; ``broad`` puts the same products on a per-item studio, light, camera, framing, product extras
+and distractors (:mod:`.variety`, rendered by :mod:`.broad`) so a model learns products, not a studio.
+
 The package: :mod:`.geometry` (curves and the drawing recipe of a shape), :mod:`.garments` (one
-builder per category), :mod:`.studio` (size, colours, backdrop, drawing, noise, prints, fabrics) and
-:mod:`.render` (:func:`render_item`, :func:`synthesize`).
+builder per category), :mod:`.studio` (size, colours, backdrop, drawing, noise, prints, fabrics),
+:mod:`.product` (the product's layers and appearance), :mod:`.variety` / :mod:`.broad` (the broad
+look) and :mod:`.render` (:func:`render_item`, :func:`synthesize`).
 """
 
 from backdrop.data.synth.render import (

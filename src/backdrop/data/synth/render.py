@@ -14,19 +14,12 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from backdrop.data.synth.broad import render_broad
 from backdrop.data.synth.garments import _BUILDERS
 from backdrop.data.synth.geometry import uniform
-from backdrop.data.synth.studio import (
-    _draw_layer,
-    _fabric_texture,
-    _Frame,
-    _print_pattern,
-    _resize_f,
-    _smooth_noise,
-    background,
-    pick_colour,
-    pick_size,
-)
+from backdrop.data.synth.product import appearance, rasterise
+from backdrop.data.synth.studio import _Frame, background, pick_size
+from backdrop.data.synth.variety import LOOK_FIELDS, check_variety, draw_look
 from backdrop.io import atomic_path, write_csv, write_json
 
 CATEGORIES = ("tee", "longsleeve", "trousers", "shorts", "dress", "accessory")
@@ -37,7 +30,6 @@ JPEG_QUALITY = 90
 # Standard normal quantiles of 256 equally likely bins: uint8 draws -> Gaussian sensor noise, fast.
 _NORMAL_QUANTILES = np.array([statistics.NormalDist().inv_cdf((k + 0.5) / 256) for k in range(256)])
 _BINARY_LUT = [0] * 128 + [255] * 128
-_METALS = np.array([(212, 184, 120), (200, 202, 206), (150, 130, 96), (60, 60, 64)], np.float32)
 
 
 @dataclass(frozen=True)
@@ -61,11 +53,15 @@ def render_item(
     max_side: int = 1200,
     white_share: float = 0.15,
     black_share: float = 0.05,
+    variety: str = "classic",
 ) -> tuple[Image.Image, Image.Image, SynthItem]:
     """Render one synthetic packshot: (RGB photo, L mask in {0, 255} with 255 = product, metadata).
 
-    Deterministic from ``(seed, index)`` and the keyword arguments alone.
+    Deterministic from ``(seed, index)`` and the keyword arguments alone. ``variety="broad"`` puts the
+    same product on a per-item studio, light, camera and framing (:mod:`.variety`); ``"classic"``
+    renders exactly what it always did.
     """
+    check_variety(variety)
     rng = np.random.default_rng([int(seed), int(index)])
     width, height = pick_size(rng, min_side, max_side)
     category = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
@@ -78,6 +74,9 @@ def render_item(
         else "normal"
     )
     shape = _BUILDERS[category](rng)
+    if variety == "broad":
+        photo, mask = render_broad(rng, seed, index, width, height, category, style, shape)
+        return photo, mask, SynthItem(stem_for(seed, index), category, style, width, height)
 
     # ---- framing: fit the product's local bounding box into the photo
     angle = math.radians(uniform(rng, -3.0, 3.0) if category != "accessory" else uniform(rng, -8.0, 8.0))
@@ -97,18 +96,7 @@ def render_item(
     frame = _Frame(scale, angle, np.array([px, py]) - lo * scale)
 
     # ---- geometry, supersampled then box-filtered, inside the product's crop only
-    all_px = frame(np.concatenate([o.pts for o in shape.ops]))
-    pad = 3 + max((o.width for o in shape.ops), default=0.0) * scale
-    x0 = int(max(0, math.floor(all_px[:, 0].min() - pad)))
-    y0 = int(max(0, math.floor(all_px[:, 1].min() - pad)))
-    x1 = int(min(width, math.ceil(all_px[:, 0].max() + pad)))
-    y1 = int(min(height, math.ceil(all_px[:, 1].max() + pad)))
-    cw, ch = x1 - x0, y1 - y0
-    ss = 4 if max(width, height) <= 500 else 3 if max(width, height) <= 900 else 2
-    offset = np.array([x0, y0], np.float64)
-    alpha_img = _draw_layer(shape.ops, "mask", frame, (cw, ch), ss, offset, 0)
-    detail_img = _draw_layer(shape.ops, "detail", frame, (cw, ch), ss, offset, 128)
-    hw_img = _draw_layer(shape.ops, "hw", frame, (cw, ch), ss, offset, 0)
+    x0, y0, cw, ch, offset, alpha_img, detail_img, hw_img = rasterise(shape, frame, width, height, scale)
 
     # ---- background: gradient, horizon, vignette, shadows (computed at 1/8 resolution)
     bg_top, bg_bottom = background(rng, style)
@@ -142,51 +130,7 @@ def render_item(
     bg_small = np.clip(bg_small + 0.5, 0, 255).astype(np.uint8)
 
     # ---- product appearance on the crop
-    colour = pick_colour(rng, style, shape.fabric)
-    albedo = _print_pattern(rng, colour, style, (ch, cw), angle, scale, shape.printable)
-    lq = 4
-    sw_, sh_ = max(2, cw // lq), max(2, ch // lq)
-    shading = 1.0 + _smooth_noise(rng, (sh_, sw_), int(rng.integers(3, 7))) * np.float32(
-        uniform(rng, 0.015, 0.04)
-    )
-    ang = uniform(rng, 0, 2 * math.pi)
-    gx = (np.arange(sw_, dtype=np.float32)[None, :] / sw_ - 0.5) * np.float32(math.cos(ang))
-    gy = (np.arange(sh_, dtype=np.float32)[:, None] / sh_ - 0.5) * np.float32(math.sin(ang))
-    shading += (gx + gy) * np.float32(uniform(rng, 0.06, 0.18))
-    fold_img = Image.new("L", (sw_, sh_), 128)
-    fdraw = ImageDraw.Draw(fold_img)
-    for pts, fw, sign in shape.folds:  # a crease: a shadow line with a highlight beside it
-        xy = (frame(pts) - offset) / lq
-        wpx = max(1.0, fw * scale / lq)
-        d = xy[-1] - xy[0]
-        perp = np.array([-d[1], d[0]]) / max(1e-6, float(np.hypot(*d))) * wpx * 0.9
-        fdraw.line([tuple(p) for p in xy.tolist()], fill=int(128 + sign * 70), width=int(wpx), joint="curve")
-        fdraw.line(
-            [tuple(p) for p in (xy + perp).tolist()], fill=int(128 - sign * 40), width=int(wpx), joint="curve"
-        )
-    fold_img = fold_img.filter(ImageFilter.GaussianBlur(max(1.0, 0.015 * scale / lq)))
-    shading += (np.asarray(fold_img, np.float32) - 128.0) * np.float32(uniform(rng, 0.1, 0.25) / 128)
-    edge = alpha_img.resize((sw_, sh_), Image.Resampling.BILINEAR).filter(
-        ImageFilter.GaussianBlur(max(1.0, 0.01 * scale / lq))
-    )
-    edge_f = np.asarray(edge, np.float32) * np.float32(1 / 255)
-    shading *= 1.0 - np.float32(uniform(rng, 0.15, 0.4)) * np.clip(1.0 - edge_f, 0.0, 1.0) ** 2 * 1.5
-    shading = _resize_f(shading, (cw, ch))
-    detail = np.asarray(detail_img, np.float32) * np.float32(1 / 128) if detail_img is not None else 1.0
-    texture = _fabric_texture(rng, shape.fabric, (ch, cw))
-    lum = shading * detail if texture is None else shading * detail * texture
-    sheen = np.float32(uniform(rng, 20, 50) if float(colour.mean()) < 70 else uniform(rng, 0, 12))
-    prod = lum[..., None] * (albedo + sheen)
-    prod -= sheen - np.float32(0.5)  # albedo * lum + sheen * (lum - 1), +0.5 to round on the cast
-    if shape.fabric == "leather":  # glossy highlights on the folds
-        prod += (np.clip(shading - 1.0, 0.0, None) * np.float32(uniform(rng, 60, 140)))[..., None]
-    if hw_img is not None and (box := hw_img.getbbox()) is not None:
-        metal = _METALS[int(rng.integers(len(_METALS)))]
-        bx0, by0, bx1, by1 = box
-        hw_a = np.asarray(hw_img.crop(box), np.float32)[..., None] * np.float32(1 / 255)
-        part = prod[by0:by1, bx0:bx1]
-        shine = 0.75 + 0.35 * shading[by0:by1, bx0:bx1, None]
-        prod[by0:by1, bx0:bx1] = part + (metal * shine - part) * hw_a
+    prod, _ = appearance(rng, style, shape, frame, offset, cw, ch, angle, scale, alpha_img, detail_img, hw_img)
 
     # ---- composite (antialiased by the soft coverage), sensor noise
     photo = Image.fromarray(bg_small, "RGB").resize((width, height), Image.Resampling.BILINEAR)
@@ -211,6 +155,7 @@ def synthesize(
     max_side: int = 1200,
     white_share: float = 0.15,
     black_share: float = 0.05,
+    variety: str = "classic",
     progress: bool = True,
 ) -> list[SynthItem]:
     """Render ``n`` items one at a time into ``out_dir``.
@@ -218,8 +163,11 @@ def synthesize(
     Writes ``images/<stem>.jpg``, ``masks/<stem>.png``, ``labels.csv`` (stem, category, style, width,
     height) and ``drop.json``, the drop descriptor that declares ``labels.csv`` as drop metadata (ingest
     keeps it in ``raw/metadata/`` instead of quarantining it as a stray non-image file).
-    Reruns with the same arguments rewrite identical files.
+    Reruns with the same arguments rewrite identical files. ``variety="broad"`` also writes
+    ``looks.csv`` (each item's studio, light, camera and framing) and saves each JPEG at its look's
+    quality and chroma subsampling.
     """
+    check_variety(variety)
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
@@ -232,15 +180,26 @@ def synthesize(
             max_side=max_side,
             white_share=white_share,
             black_share=black_share,
+            variety=variety,
         )
         with atomic_path(out_dir / "images" / f"{item.stem}.jpg") as tmp:
-            photo.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+            photo.save(tmp, format="JPEG", **jpeg_options(seed, index, variety))
         with atomic_path(out_dir / "masks" / f"{item.stem}.png") as tmp:
             mask.save(tmp, format="PNG")
         items.append(item)
     write_csv(out_dir / "labels.csv", (vars(it) for it in items), LABEL_FIELDS)
-    write_json(
-        out_dir / "drop.json",
-        {"source": "backdrop synth", "seed": seed, "n": n, "training": True, "metadata": ["labels.csv"]},
-    )
+    descriptor = {"source": "backdrop synth", "seed": seed, "n": n, "training": True, "metadata": ["labels.csv"]}
+    if variety != "classic":
+        write_csv(out_dir / "looks.csv", (draw_look(seed, i).row(it.stem) for i, it in enumerate(items)),
+                  LOOK_FIELDS)
+        descriptor.update(variety=variety, metadata=["labels.csv", "looks.csv"])
+    write_json(out_dir / "drop.json", descriptor)
     return items
+
+
+def jpeg_options(seed: int, index: int, variety: str = "classic") -> dict:
+    """PIL save options of item ``index``: quality 90 classic, the look's quality and chroma broad."""
+    if check_variety(variety) == "classic":
+        return {"quality": JPEG_QUALITY}
+    look = draw_look(seed, index)
+    return {"quality": look.jpeg_quality, "subsampling": look.subsampling}

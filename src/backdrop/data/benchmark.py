@@ -1,0 +1,79 @@
+"""Frozen benchmark sets: photos and vendor masks that never change, scored next to the test split.
+
+A benchmark set is a directory with `index.csv` (columns `id,image,mask,style,part`; `part` is val
+or test; image and mask paths relative to the directory; masks 8-bit PNG, foreground > 127). The
+gate scores champion and challenger on the same frozen photos every night, so a model that only
+fits the newest drop cannot win on easier photos. This module only reads sets; the builder lives
+elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ("id", "image", "mask", "style", "part")
+PARTS = ("val", "test")
+
+
+class BenchmarkError(ValueError):
+    """A benchmark directory that cannot be read: the message names the file and the problem."""
+
+
+@dataclass
+class Benchmark:
+    name: str            # the directory's name: how its photos are labelled in reports
+    root: Path
+    rows: list[dict]     # index rows of the requested part (id, image, mask, style, part)
+
+    @property
+    def styles(self) -> list[str]:
+        return [r["style"] for r in self.rows]
+
+    def load(self, row: dict):
+        """(RGB photo, (H,W) bool mask) at the photo's own size, as `data.heldout.HeldOut.load`."""
+        from backdrop.io import mask_channel, open_image
+
+        photo = open_image(self.root / row["image"]).convert("RGB")
+        truth = np.asarray(mask_channel(open_image(self.root / row["mask"]))) > 127
+        if truth.shape != (photo.height, photo.width):
+            raise BenchmarkError(f"{self.root / row['mask']}: mask is {truth.shape[1]}×{truth.shape[0]}, "
+                                 f"photo {row['image']} is {photo.width}×{photo.height}")
+        return photo, truth
+
+
+def load_benchmark(directory: str | Path, part: str = "test") -> Benchmark:
+    """The rows of one part (val | test) of the benchmark set in `directory`, checked."""
+    import csv
+
+    root = Path(directory)
+    if part not in PARTS:
+        raise ValueError(f"part {part!r} is not one of {PARTS}")
+    index = root / "index.csv"
+    if not index.is_file():
+        raise BenchmarkError(f"{index}: no benchmark index (expected columns {','.join(COLUMNS)})")
+    with index.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise BenchmarkError(f"{index}: missing column(s) {', '.join(missing)}")
+        rows = list(reader)
+    seen: set[str] = set()
+    for line, row in enumerate(rows, start=2):
+        if row["part"] not in PARTS:
+            raise BenchmarkError(f"{index}:{line}: part {row['part']!r} is not val or test")
+        if row["id"] in seen:
+            raise BenchmarkError(f"{index}:{line}: id {row['id']!r} appears twice")
+        seen.add(row["id"])
+        for col in ("image", "mask"):
+            rel = Path(row[col])
+            if rel.is_absolute() or ".." in rel.parts:
+                raise BenchmarkError(f"{index}:{line}: {col} {row[col]!r} must be relative, inside the set")
+            if not (root / rel).is_file():
+                raise BenchmarkError(f"{index}:{line}: {col} file {root / rel} does not exist")
+    chosen = [r for r in rows if r["part"] == part]
+    if not chosen:
+        raise BenchmarkError(f"{index}: no rows with part={part}")
+    return Benchmark(root.name, root, chosen)
