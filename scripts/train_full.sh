@@ -5,7 +5,9 @@
 # the off-the-shelf model (bench/quality_bench.py). Afterwards `dvc repro` has nothing to do and
 # `git diff params.yaml` is empty.
 #
-# Recipe (params.yaml `prepare` / `train`): FULL_N synthetic pairs (default 1200) → 70/15/15 split;
+# Recipe (params.yaml `drop` / `prepare` / `train`): one training drop of FULL_N pairs (default drop.n,
+# 1200) mixing the synthetic renderer and real Fashion-MNIST train products by `drop.shares`, each drawn
+# with the broad per-seed studio/light/camera/product/framing variety (`drop.variety`) → 70/15/15 split;
 # U²-NetP fine-tuned from the official weights at 320 px with 2 Horovod processes, 3 epochs
 # progressively resized to 160 px then 9 at 320 px; `train.precision: auto` trains in bf16 where the
 # CPU (AMX, AVX512-BF16) or GPU runs it natively, fp32 elsewhere (slower: a 320 px step is 2.2–2.7×
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$(pwd)/.venv/bin:$PATH"
-N=${FULL_N:-1200}
+N=${FULL_N:-$(python -c "from backdrop.config import load_params; print(load_params().drop.n)")}
 NAME=${FULL_NAME:-full-$(date -u +%Y%m%d-%H%M)}
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet HEAD -- params.yaml 2>/dev/null \
@@ -30,11 +32,11 @@ from backdrop.config import load_params
 from backdrop.training.loop import autocast_dtype
 print("bf16" if autocast_dtype(load_params().train, torch.device("cpu")) else "fp32")')
 
-step "1/3 data: $N synthetic product photos + masks in data/drop"
-backdrop data synth --n "$N" --seed 2024
+step "1/3 data: a drop of $N product photos + masks in data/drop (synthetic + Fashion-MNIST train, broad variety)"
+backdrop data drop --clean --n "$N"
 
 export BACKDROP_RUN_KIND=train-full  # names the MLflow run train-full-<date>
-step "2/3 dvc exp run $NAME: the params.yaml recipe, $PRECISION (ingest → validate → prepare → cluster → train → evaluate → register)"
+step "2/3 dvc exp run $NAME: the params.yaml recipe, $PRECISION (ingest → validate → prepare → cluster → benchmark → train → evaluate → register)"
 dvc exp run --name "$NAME"
 end=$(date +%s)
 dvc push -q || echo "dvc push failed: data and model stay in the local cache"

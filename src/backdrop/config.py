@@ -360,7 +360,7 @@ class TrainParams(_Section):
 class EvaluateParams(_Section):
     threshold: float = Field(0.5, gt=0, lt=1)
     out_dir: Path = Path("metrics")
-    benchmarks: list[str] = []  # frozen benchmark set directories (index.csv id,image,mask,style,part)
+    benchmarks: list[str] = ["data/benchmark"]  # frozen benchmark set directories (index.csv id,image,mask,style,part)
 
 
 class RegisterParams(_Section):

@@ -25,7 +25,7 @@ def test_training_dag_shape():
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(DAGS)).dags["backdrop_training"]  # parsed DAG, no metadata DB needed
-    stages = ["ingest", "validate", "prepare", "cluster", "train", "evaluate", "register", "dvc_push"]
+    stages = ["ingest", "validate", "prepare", "cluster", "benchmark", "train", "evaluate", "register", "dvc_push"]
     assert sorted(dag.task_ids) == sorted(stages)
     for upstream, downstream in zip(stages, stages[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids

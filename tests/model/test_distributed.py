@@ -156,13 +156,15 @@ def test_bf16_autocast_only_where_asked_and_supported(caplog):
     import torch
 
     from backdrop.config import TrainParams
-    from backdrop.training.loop import autocast_dtype
+    from backdrop.training.loop import autocast_dtype, cpu_has_native_bf16
 
     cpu = torch.device("cpu")
     native = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert autocast_dtype(TrainParams(precision="fp32"), cpu) is None
-    assert autocast_dtype(TrainParams(precision="auto"), cpu) is None  # default: fp32 on CPU
-    assert autocast_dtype(TrainParams(), cpu) is None
+    # auto: bf16 only where the CPU computes it in hardware (AMX / AVX512-BF16), fp32 where oneDNN emulates it
+    auto = torch.bfloat16 if native and cpu_has_native_bf16() else None
+    assert autocast_dtype(TrainParams(precision="auto"), cpu) is auto
+    assert autocast_dtype(TrainParams(), cpu) is auto
     with caplog.at_level("WARNING"):
         asked = autocast_dtype(TrainParams(precision="bf16"), cpu)
     assert asked is (torch.bfloat16 if native else None)

@@ -31,7 +31,7 @@ from tests.prod.conftest import Processes, free_port, wait_http
 
 from .conftest import copy_project, monitoring_params
 
-TRAINING_TASKS = ["ingest", "validate", "prepare", "cluster", "train", "evaluate", "register", "dvc_push"]
+TRAINING_TASKS = ["ingest", "validate", "prepare", "cluster", "benchmark", "train", "evaluate", "register", "dvc_push"]
 SHIFTED = 7  # white-on-white photos in the drifted batch
 RUN_TIMEOUT = 900  # the run takes ~1–2 min on an idle 2-core box; shared CI cores can be much slower
 

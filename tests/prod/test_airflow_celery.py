@@ -21,7 +21,7 @@ from tests.conftest import BIN, TINY_PARAMS, make_project, project_env
 from tests.prod.conftest import Processes, free_port, random_queue, run, wait_http
 
 pytestmark = pytest.mark.slow
-STAGES = ["ingest", "validate", "prepare", "cluster", "train", "evaluate", "register", "dvc_push"]
+STAGES = ["ingest", "validate", "prepare", "cluster", "benchmark", "train", "evaluate", "register", "dvc_push"]
 RUN_TIMEOUT = 900  # a DAG run took 395 s with the 2 cores at load 8–13 (other jobs); far less when idle
 
 

@@ -21,7 +21,11 @@ REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 ALLOWED_DIFFERENCES = {
     "ingest.vendor": "provenance is never invented: an unconfigured drop is recorded as 'unknown'",
     "ingest.license": "same: no license is assumed for data nobody described",
-    "prepare.size": "tests/code/test_config.py pins 160 for a missing section; the CPU demo ships 128",
+    "prepare.size": "tests/code/test_config.py pins 160 for a missing section; the production recipe ships 320",
+    "train.processes": "TrainParams() is one process, so unit tests never launch Horovod; production trains on 2",
+    "train.low_res_size": "TrainParams() has no progressive resizing; the production recipe starts at 160 px",
+    "train.low_res_epochs": "same",
+    "train.crop_share": "TrainParams() draws no object crops, so tests/model sees whole photos only",
     "train.aug_scale": "TrainParams() is 'no augmentation' so each augmentation is tested alone (tests/model)",
     "train.aug_jitter": "same",
     "train.aug_bg_replace": "same",

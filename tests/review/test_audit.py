@@ -175,6 +175,6 @@ def test_the_http_api_also_queues_its_audit_share_of_published_cutouts(tmp_path)
         resp = client.post("/v1/remove", files={"file": ("shirt.jpg", buf.getvalue(), "image/jpeg")})
     assert resp.status_code == 200, resp.text[:300]
     assert resp.headers["X-Backdrop-Review"] == "published"
-    rows = list(csv.DictReader(open(tmp_path / "review" / "queue.csv")))
+    rows = list(csv.DictReader((tmp_path / "review" / "queue.csv").read_text().splitlines()))
     assert [(r["name"], r["reason"]) for r in rows] == [("shirt.jpg", "audit")]
     assert (tmp_path / "review" / rows[0]["cutout"]).read_bytes() == resp.content
