@@ -37,3 +37,20 @@ def screenshot(driver, path: Path) -> Path:
     if not driver.save_screenshot(str(path)):
         raise RuntimeError(f"{path}: the browser did not write a screenshot")
     return path
+
+
+def wait_until_up(url: str, timeout: float = 60, what: str = "server") -> None:
+    """Poll `url` until it answers 200 (a server started in a thread or process for a page test)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{what} did not answer {url} within {timeout:.0f} s"
+        time.sleep(0.2)

@@ -139,3 +139,14 @@ def project(tmp_path, monkeypatch) -> Path:
 @pytest.fixture()
 def stage(project) -> Stage:
     return make_stage(project)
+
+
+@pytest.fixture(scope="session")
+def source() -> Path:
+    """Fashion-MNIST's idx files (Debian dataset-fashion-mnist)."""
+    from backdrop.data.fashion_mnist import find_source
+
+    try:
+        return find_source()
+    except FileNotFoundError as exc:  # a broken install must fail loudly, not skip
+        pytest.fail(f"{exc} (scripts/install.sh installs it)")

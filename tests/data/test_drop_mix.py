@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from backdrop.cli import app
 from backdrop.config import FashionMnistParams, SynthParams
 from backdrop.data.drop_mix import split_counts, write_mix
-from backdrop.data.fashion_mnist import find_source, render_product
+from backdrop.data.fashion_mnist import render_product
 from backdrop.data.synth import render_item
 from backdrop.data.synth.variety import BACKGROUNDS, EXTRAS, FRAMINGS, LIGHTS, draw_look
 from backdrop.stages.ingest import ingest
@@ -38,14 +38,6 @@ def _digest(photo, mask) -> str:
 def _files(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def source() -> Path:
-    try:
-        return find_source()
-    except FileNotFoundError as exc:  # a broken install must fail loudly, not skip
-        pytest.fail(f"{exc} (scripts/install.sh installs it)")
 
 
 # ----------------------------------------------------------------------------------- renderers

@@ -21,7 +21,6 @@ from backdrop.cli import app
 from backdrop.data.fashion_mnist import (
     CLASSES,
     THRESHOLD,
-    find_source,
     idx_path,
     load_split,
     read_idx,
@@ -37,14 +36,6 @@ SMALL = {"min_side": 256, "max_side": 320}
 def _rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-@pytest.fixture(scope="module")
-def source() -> Path:
-    try:
-        return find_source()
-    except FileNotFoundError as exc:  # a broken install must fail loudly, not skip
-        pytest.fail(f"{exc} (scripts/install.sh installs it)")
 
 
 def test_idx_files_read_gzipped_or_plain_and_match_the_published_dataset(source, tmp_path):

@@ -30,7 +30,7 @@ from backdrop.data.benchmark_build import (
     render_studio,
 )
 from backdrop.data.drop_mix import write_mix
-from backdrop.data.fashion_mnist import find_source, load_split, render_drop
+from backdrop.data.fashion_mnist import load_split, render_drop
 from backdrop.data.synth import synthesize
 
 N, SEED = 4, 23
@@ -44,14 +44,6 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def source() -> Path:
-    try:
-        return find_source()
-    except FileNotFoundError as exc:  # a broken install must fail loudly, not skip
-        pytest.fail(f"{exc} (scripts/install.sh installs it)")
 
 
 @pytest.fixture(scope="module")

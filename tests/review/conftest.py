@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
+
+from tests.browser import wait_until_up
 
 REPO = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "alice", "correct horse battery"
@@ -81,15 +81,7 @@ def station(tmp_path_factory):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, "review station did not start"
-        time.sleep(0.2)
+    wait_until_up(f"{url}/healthz", 30, "review station")
     try:
         yield Station(url, project, params)
     finally:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
-import httpx
 import pytest
 import yaml
+
+from tests.browser import wait_until_up
 
 from .conftest import REPO, free_port
 
@@ -65,15 +65,7 @@ def test_swagger_ui_and_redoc_render_offline_in_chromium(api_params):
     thread.start()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/docs", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "API did not start"
-            time.sleep(0.3)
+        wait_until_up(f"{url}/docs", 60, "API")
         with chromium() as driver:
             driver.get(f"{url}/docs")
             WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".swagger-ui .opblock"))

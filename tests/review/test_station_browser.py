@@ -105,6 +105,11 @@ def test_reviewer_fixes_approves_and_rejects_in_the_browser(station):
         _wait(driver, lambda d: d.current_url.endswith("/queue"))
         rows = driver.find_elements(By.CSS_SELECTOR, "#queue tbody tr")
         assert len(rows) == 6 and int(driver.find_element(By.ID, "n-waiting").text) == 6  # 4 routed + 2 audit
+        # every row's cut-out thumbnail is served and decodes (they load lazily: wait for them)
+        _wait(driver, lambda d: d.execute_script(
+            "const t = [...document.querySelectorAll('img.thumb')];"
+            "t.forEach(i => i.loading = 'eager');"
+            "return t.length === 6 && t.every(i => i.complete && i.naturalWidth > 0);"))
         screenshot(driver, IMG / "review-queue.png")
 
         # 1. fix: paint a stroke across the photo with the mouse, save
