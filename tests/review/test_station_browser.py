@@ -1,11 +1,14 @@
 """The review station in a real headless Chromium (Debian's, through Selenium): a reviewer signs in,
 opens the queue and a routed photo, paints a correction with the mouse and saves it; approves one
-photo and rejects another. The screenshots in the README are taken here (docs/img/review-*.png).
+photo and rejects another. The screenshots in the README are taken here: with
+BACKDROP_DOCS_SCREENSHOTS=1 into docs/img/review-*.png, else into the test's tmp folder (so `make test`
+leaves the checkout clean).
 """
 
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -17,7 +20,7 @@ from tests.browser import chromium, screenshot
 from .conftest import PASSWORD, REPO, USER
 
 pytestmark = pytest.mark.slow
-IMG = REPO / "docs" / "img"
+IMG = REPO / "docs" / "img" if os.environ.get("BACKDROP_DOCS_SCREENSHOTS") == "1" else None
 
 
 def _wait(driver, condition, timeout=30):
@@ -82,7 +85,7 @@ def _open_first(driver, url, kind="routed", item_id=None):
     return int(driver.current_url.rstrip("/").split("/")[-1])
 
 
-def test_reviewer_fixes_approves_and_rejects_in_the_browser(station):
+def test_reviewer_fixes_approves_and_rejects_in_the_browser(station, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -110,7 +113,7 @@ def test_reviewer_fixes_approves_and_rejects_in_the_browser(station):
             "const t = [...document.querySelectorAll('img.thumb')];"
             "t.forEach(i => i.loading = 'eager');"
             "return t.length === 6 && t.every(i => i.complete && i.naturalWidth > 0);"))
-        screenshot(driver, IMG / "review-queue.png")
+        screenshot(driver, (IMG or tmp_path) / "review-queue.png")
 
         # 1. fix: paint a stroke across the photo with the mouse, save
         fix_id = _open_first(driver, url)
@@ -124,7 +127,7 @@ def test_reviewer_fixes_approves_and_rejects_in_the_browser(station):
         for i in range(8):  # a zig-zag stroke down the middle of the photo (brush 24 photo pixels)
             chain.move_by_offset(w // 30 * (1 if i % 2 else -1), h // 12)
         chain.release().perform()
-        screenshot(driver, IMG / "review-item.png")
+        screenshot(driver, (IMG or tmp_path) / "review-item.png")
         driver.find_element(By.ID, "save-fix").click()
         _wait(driver, lambda d: f"/item/{fix_id}" not in d.current_url)
 
@@ -202,7 +205,7 @@ def test_reviewer_fixes_approves_and_rejects_in_the_browser(station):
         assert link.get_attribute("href").endswith(f"/runs/{run_id}")
         assert "Champion" in driver.page_source and "routed decided: 3" in driver.find_element(By.ID, "routing").text
         assert USER in driver.find_element(By.ID, "throughput").text
-        screenshot(driver, IMG / "review-dashboard.png")
+        screenshot(driver, (IMG or tmp_path) / "review-dashboard.png")
 
     with sessions(params.monitoring)() as s:  # history: every decision kept with its correction
         sources = s.scalars(select(Correction.source)).all()
