@@ -100,7 +100,9 @@ def test_reviewer_fixes_approves_and_rejects_in_the_browser(station, tmp_path):
         driver.find_element(By.ID, "username").send_keys(USER)
         driver.find_element(By.ID, "password").send_keys("wrong password")
         driver.find_element(By.ID, "signin").click()
-        assert "Wrong user or password" in driver.find_element(By.ID, "error").text
+        # the refusal is a new page: wait for it rather than reading the one still on screen
+        error = _wait(driver, lambda d: (d.find_elements(By.ID, "error") or [None])[0])
+        assert "Wrong user or password" in error.text
         driver.find_element(By.ID, "username").clear()
         driver.find_element(By.ID, "username").send_keys(USER)
         driver.find_element(By.ID, "password").send_keys(PASSWORD)
