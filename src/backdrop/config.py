@@ -346,6 +346,9 @@ class TrainParams(_Section):
                                                  # (prepare.object_crops), what serving's zoom pass sees
     l2sp_weight: float = Field(0.0, ge=0)        # L2-SP: weight × Σ‖w − w_init‖² pulls towards the initial weights
     encoder_lr_scale: float = Field(1.0, gt=0, le=1)  # encoder stages (stage1..stage6) train at lr × this
+    select_benchmarks: list[str] = []            # frozen benchmark sets whose val part picks model.pt with the
+                                                 # val split (issue 19: never the training renderer's val alone)
+    select_benchmark_weight: float = Field(0.5, ge=0, le=1)  # selection score = (1 − w)·val IoU + w·benchmark IoU
 
     @model_validator(mode="after")
     def _scale(self) -> TrainParams:

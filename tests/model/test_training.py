@@ -457,3 +457,59 @@ def test_only_full_size_epochs_are_selectable():
     assert all(selectable_epoch(e, TrainParams(epochs=3)) for e in range(3))  # no resizing
     only_low = TrainParams(epochs=2, low_res_size=160, low_res_epochs=2)  # nothing at full size
     assert all(selectable_epoch(e, only_low) for e in range(2))
+
+
+def _tiny_benchmark(root: Path, n: int = 6) -> Path:
+    """A frozen benchmark set (index.csv id,image,mask,style,part) of n rendered photos, all in part val."""
+    from backdrop.data.synth import render_item
+    from backdrop.io import write_csv
+
+    bench = root / "data" / "tiny-benchmark"
+    (bench / "images").mkdir(parents=True, exist_ok=True)
+    (bench / "masks").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        photo, mask, _ = render_item(4242, i, min_side=96, max_side=160)
+        photo.save(bench / "images" / f"b{i}.jpg", quality=92)
+        mask.save(bench / "masks" / f"b{i}.png")
+        rows.append({"id": f"b{i}", "image": f"images/b{i}.jpg", "mask": f"masks/b{i}.png",
+                     "style": ("studio", "props")[i % 2], "part": "val"})
+    write_csv(bench / "index.csv", rows, ["id", "image", "mask", "style", "part"])
+    return bench
+
+
+def test_benchmark_val_part_takes_part_in_picking_model_pt(project, monkeypatch):
+    """train.select_benchmarks: every epoch also scores the benchmark's val part (logged overall and per
+    style), and model.pt is the selectable epoch with the best (1 − w)·val + w·benchmark score."""
+    from backdrop.training.loop import selection_score
+
+    bench = _tiny_benchmark(project)
+    recipe = {"epochs": 3, "lr": 3e-4, "iou_loss_weight": 0.0, "select_benchmarks": [str(bench)],
+              "select_benchmark_weight": 0.9}
+    result = train_in_process(project, write_params(project, "select-ood", **recipe), monkeypatch)
+    history = json.loads((project / "models/select-ood/history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    for h in history:
+        assert 0.0 <= h["ood_val_iou_mean"] <= 1.0 and 0.0 <= h["ood_val_share_ge_099"] <= 1.0
+        assert {"ood_val_iou_tiny-benchmark_studio", "ood_val_iou_tiny-benchmark_props"} <= h.keys()
+        assert h["selection_score"] == pytest.approx(0.1 * h["val_iou_mean"] + 0.9 * h["ood_val_iou_mean"])
+        assert h["selection_score"] == pytest.approx(
+            selection_score(h["val_iou_mean"], h["ood_val_iou_mean"], _tp(select_benchmark_weight=0.9)))
+    best = max(history, key=lambda h: h["selection_score"])  # ties: the first (an improvement is strict)
+    saved = torch.load(result.model_path, weights_only=False)
+    assert saved["epoch"] == best["epoch"] and saved["ood_val_iou"] == pytest.approx(best["ood_val_iou_mean"])
+    assert result.best_val_iou == pytest.approx(best["val_iou_mean"])  # the chosen epoch's own val IoU
+    summary = json.loads((project / "models/select-ood/result.json").read_text())
+    assert summary["best_epoch"] == best["epoch"]
+
+
+def test_selection_score_without_benchmarks_is_the_val_iou():
+    from backdrop.training.loop import _chosen, selection_score
+
+    assert selection_score(0.97, None, _tp(select_benchmark_weight=0.9)) == 0.97
+    assert selection_score(0.9, 0.7, _tp(select_benchmark_weight=0.25)) == pytest.approx(0.85)
+    history = [{"epoch": 1, "val_iou_mean": 0.99, "selection_score": 0.99, "selectable": False},
+               {"epoch": 2, "val_iou_mean": 0.95, "selection_score": 0.93, "selectable": True},
+               {"epoch": 3, "val_iou_mean": 0.97, "selection_score": 0.91, "selectable": True},
+               {"epoch": 4, "val_iou_mean": 0.90, "selection_score": 0.93, "selectable": True}]
+    assert _chosen(history)["epoch"] == 2  # low-res epoch 1 never; a tie keeps the earlier epoch

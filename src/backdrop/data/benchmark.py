@@ -77,3 +77,24 @@ def load_benchmark(directory: str | Path, part: str = "test") -> Benchmark:
     if not chosen:
         raise BenchmarkError(f"{index}: no rows with part={part}")
     return Benchmark(root.name, root, chosen)
+
+
+def benchmark_arrays(directories, part: str, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Every photo of `part` in the benchmark sets at the network's square input, as the prepare stage
+    makes training pairs (LANCZOS photo, area-averaged mask): photos (N,size,size,3) uint8, masks
+    (N,size,size) float in [0,1], and each photo's group `<set>/<style>`. For model selection in the
+    training loop (`train.select_benchmarks`), which scores at the training size, not the served path."""
+    from PIL import Image
+
+    photos, masks, groups = [], [], []
+    for directory in directories:
+        bench = load_benchmark(directory, part)
+        for row in bench.rows:
+            photo, truth = bench.load(row)
+            photos.append(np.asarray(photo.resize((size, size), Image.Resampling.LANCZOS)))
+            mask = Image.fromarray(truth.astype(np.uint8) * 255).resize((size, size), Image.Resampling.BOX)
+            masks.append(np.asarray(mask, dtype=np.float32) / 255.0)
+            groups.append(f"{bench.name}/{row['style']}")
+    if not photos:
+        return np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.float32), []
+    return np.stack(photos), np.stack(masks), groups

@@ -13,8 +13,9 @@ of the epochs before (gathered from every rank, kept in the checkpoint), each ra
 augmentation draws of (seed, e, rank); a run killed and resumed from its last checkpoint
 therefore replays exactly the epochs an uninterrupted run would have.
 
-Outputs in `train.out_dir`: `model.pt` (best full-size epoch by val IoU, see `selectable_epoch`),
-`checkpoint.pt` (written
+Outputs in `train.out_dir`: `model.pt` (the full-size epoch with the best selection score, see
+`selectable_epoch` and `selection_score`: val IoU, and with `train.select_benchmarks` the val part of
+out-of-distribution benchmark sets too), `checkpoint.pt` (written
 atomically after every epoch: model, optimizer, scheduler, sampler and RNG state, epoch, history,
 early-stopping state, MLflow run id and the run's FINGERPRINT), `history.json`, `run.json`,
 `result.json`, overlay PNGs.
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from backdrop.config import Params, TrainParams, resolve
+from backdrop.data.benchmark import benchmark_arrays
 from backdrop.data.splits import load_arrays, split_rows
 from backdrop.io import write_json
 from backdrop.training.augment import augment, downsample_batch
@@ -172,6 +174,9 @@ class _Data:
     crops: tuple[np.ndarray, np.ndarray] | None  # object crops of the training pairs (train.crop_share)
     val_x: np.ndarray
     val_y: np.ndarray
+    bench_x: np.ndarray        # the val part of train.select_benchmarks at the training size (N may be 0)
+    bench_y: np.ndarray
+    bench_groups: list[str]    # `<set>/<style>` per benchmark photo
 
     @property
     def train_clusters(self) -> np.ndarray:
@@ -182,7 +187,8 @@ class _Data:
         return [r["cluster"] for r in self.rows["val"]]
 
     def arrays(self) -> list[np.ndarray]:
-        return [self.train_x, self.train_y, self.val_x, self.val_y, *(self.crops or ())]
+        return [self.train_x, self.train_y, self.val_x, self.val_y, *(self.crops or ()),
+                *((self.bench_x, self.bench_y) if len(self.bench_x) else ())]
 
 
 def _load_data(params: Params) -> _Data:
@@ -191,7 +197,8 @@ def _load_data(params: Params) -> _Data:
     train_x, train_y = load_arrays(prepared, rows["train"])
     crops = load_arrays(prepared, rows["train"], crops=True) if params.train.crop_share > 0 else None
     val_x, val_y = load_arrays(prepared, rows["val"])
-    return _Data(rows, train_x, train_y, crops, val_x, val_y)
+    bench = benchmark_arrays([resolve(d) for d in params.train.select_benchmarks], "val", params.prepare.size)
+    return _Data(rows, train_x, train_y, crops, val_x, val_y, *bench)
 
 
 @dataclass
@@ -276,16 +283,46 @@ def _train_epoch(net, optimizer, scheduler, data: _Data, mine: np.ndarray, epoch
     return loss_sum, seen
 
 
-def _validate(model, data: _Data, dist: Dist, k: int) -> tuple[list[float], dict]:
-    """Val IoU per image (each rank scores every size-th image, gathered in order) and its summary."""
-    from backdrop.metrics import mask_iou, summarize
+def _ious(model, x: np.ndarray, y: np.ndarray, dist: Dist) -> list[float]:
+    """IoU per image at 0.5 (each rank scores every size-th image, gathered back in order)."""
+    from backdrop.metrics import mask_iou
     from backdrop.models.trained import predict_probs
 
-    mine_val = np.arange(dist.rank, len(data.val_x), dist.size)
-    probs = predict_probs(model, data.val_x[mine_val])
-    part = [(int(i), mask_iou(p > 0.5, data.val_y[i] > 0.5)) for i, p in zip(mine_val, probs, strict=True)]
-    ious = [v for _, v in sorted(pair for chunk in dist.allgather_object(part) for pair in chunk)]
+    mine = np.arange(dist.rank, len(x), dist.size)
+    probs = predict_probs(model, x[mine]) if len(mine) else []
+    part = [(int(i), mask_iou(p > 0.5, y[i] > 0.5)) for i, p in zip(mine, probs, strict=True)]
+    return [v for _, v in sorted(pair for chunk in dist.allgather_object(part) for pair in chunk)]
+
+
+def _validate(model, data: _Data, dist: Dist, k: int) -> tuple[list[float], dict]:
+    """Val IoU per image and its summary (overall, per cluster)."""
+    from backdrop.metrics import summarize
+
+    ious = _ious(model, data.val_x, data.val_y, dist)
     return ious, summarize(ious, data.val_clusters, k)
+
+
+def _validate_benchmarks(model, data: _Data, dist: Dist) -> dict[str, float]:
+    """The benchmark sets' val part: `ood_val_iou_mean`, `ood_val_share_ge_099` and the mean per
+    `<set>/<style>` group (`ood_val_iou_<set>_<style>`); empty without `train.select_benchmarks`."""
+    if not len(data.bench_x):
+        return {}
+    ious = np.asarray(_ious(model, data.bench_x, data.bench_y, dist))
+    groups = np.asarray(data.bench_groups)
+    out = {"ood_val_iou_mean": float(ious.mean()), "ood_val_share_ge_099": float((ious >= 0.99).mean())}
+    for group in sorted(set(data.bench_groups)):
+        out[f"ood_val_iou_{group.replace('/', '_')}"] = float(ious[groups == group].mean())
+    return out
+
+
+def selection_score(val_iou: float, ood_val_iou: float | None, tp: TrainParams) -> float:
+    """What picks model.pt among the selectable epochs: val IoU alone, or with benchmark sets
+    (`train.select_benchmarks`) (1 − w)·val + w·benchmark val, w = `train.select_benchmark_weight`.
+    A model that only fits the training renderer's look does not win on its own val split."""
+    if ood_val_iou is None:
+        return val_iou
+    w = tp.select_benchmark_weight
+    return (1 - w) * val_iou + w * ood_val_iou
 
 
 def _checkpoint(model, optimizer, scheduler, fingerprint: str, parts: dict, tp: TrainParams, dist: Dist,
@@ -383,24 +420,28 @@ def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
                 prog.hardness = update_hardness(prog.hardness, dist.allgather_object(seen))
 
             ious, val = _validate(model, data, dist, params.cluster.k)
+            ood = _validate_benchmarks(model, data, dist)
+            score = selection_score(val["iou_mean"], ood.get("ood_val_iou_mean"), tp)
             metrics = {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
                        "images_per_s": len(mine) * dist.size / seconds,
-                       **{f"val_{k}": v for k, v in val.items() if k != "n"}}
+                       **{f"val_{k}": v for k, v in val.items() if k != "n"}, **ood, "selection_score": score}
             candidate = selectable_epoch(epoch, tp)
             prog.history.append({"epoch": epoch + 1, **metrics, "selectable": candidate})
-            improved = candidate and val["iou_mean"] > prog.best
+            improved = candidate and score > prog.best
             if candidate:
-                prog.best, prog.bad_epochs = (val["iou_mean"], 0) if improved else (prog.best, prog.bad_epochs + 1)
+                prog.best, prog.bad_epochs = (score, 0) if improved else (prog.best, prog.bad_epochs + 1)
             stop = tp.early_stop_patience > 0 and prog.bad_epochs >= tp.early_stop_patience
             prog.epoch, prog.done = epoch + 1, stop or epoch + 1 == tp.epochs
             if root:
-                log.info("epoch %d: loss %.4f val IoU %.4f (%.1f img/s)%s", epoch + 1, train_loss,
-                         val["iou_mean"], metrics["images_per_s"],
+                log.info("epoch %d: loss %.4f val IoU %.4f%s (%.1f img/s)%s", epoch + 1, train_loss,
+                         val["iou_mean"], f", benchmark val IoU {ood['ood_val_iou_mean']:.4f}" if ood else "",
+                         metrics["images_per_s"],
                          " *" if improved else "" if candidate else " (low-res: not selectable)")
                 mlflow.log_metrics(metrics, step=epoch + 1)
                 if improved:
                     save_checkpoint({"state_dict": model.state_dict(), "arch": tp.model, "size": params.prepare.size,
-                                     "epoch": epoch + 1, "val_iou": prog.best, "crop_share": tp.crop_share},
+                                     "epoch": epoch + 1, "val_iou": val["iou_mean"], "selection_score": score,
+                                     "ood_val_iou": ood.get("ood_val_iou_mean"), "crop_share": tp.crop_share},
                                     out / "model.pt")
                 if (epoch + 1) % tp.overlay_every == 0 or prog.done:
                     shown = predict_probs(model, data.val_x[:8])
@@ -414,15 +455,29 @@ def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
                 log.info("early stop: val IoU has not improved for %d epoch(s)", prog.bad_epochs)
                 break
 
+    chosen = _chosen(prog.history)
     digests = dist.allgather_object(state_digest(model))
     if len(set(digests)) != 1:
         raise RuntimeError(f"replicas diverged: weight digests per rank {digests}")
     if root:
         write_json(out / "history.json", prog.history)
         write_json(out / "result.json", {
-            "best_val_iou": prog.best, "epochs_run": len(prog.history), "model_path": str(out / "model.pt"),
+            "best_val_iou": chosen.get("val_iou_mean", prog.best), "best_epoch": chosen.get("epoch"),
+            "selection_score": prog.best, "best_ood_val_iou": chosen.get("ood_val_iou_mean"),
+            "epochs_run": len(prog.history), "model_path": str(out / "model.pt"),
             "run_id": prog.run_id, "world_size": dist.size, "backend": dist.backend,
             "resumed_from_epoch": state["epoch"] if state is not None else None,
             "stopped_early": bool(prog.history) and len(prog.history) < tp.epochs, "fingerprint": fingerprint,
             "replica_digests": digests})
-    return TrainResult(prog.best, len(prog.history), out / "model.pt", prog.run_id)
+    return TrainResult(chosen.get("val_iou_mean", prog.best), len(prog.history), out / "model.pt", prog.run_id)
+
+
+def _chosen(history: list[dict]) -> dict:
+    """The history entry of the epoch in model.pt: the first selectable one with the best selection
+    score (an improvement must be strict); {} before any epoch ran."""
+    best: dict = {}
+    for entry in history:
+        score = entry.get("selection_score", entry.get("val_iou_mean"))
+        if entry.get("selectable", True) and (not best or score > best["_score"]):
+            best = {**entry, "_score": score}
+    return best
