@@ -27,7 +27,8 @@ BIN = Path(sys.executable).parent
 TINY_TRAIN = {"model": "u2netp", "init": "scratch", "epochs": 3, "batch_size": 4, "lr": 0.001,
               "warmup_epochs": 1, "seed": 5, "num_threads": 1, "aug_hflip": 0.5, "aug_scale": [0.85, 1.15],
               "aug_jitter": 0.1, "aug_bg_replace": 0.3, "iou_loss_weight": 0.5, "balanced_sampling": True,
-              "hard_sampling": 0.5, "overlay_every": 3}
+              "hard_sampling": 0.5, "overlay_every": 3,
+              "precision": "fp32"}  # the same arithmetic on every host (auto would be bf16 where the CPU has it)
 
 
 # ------------------------------------------------------------------------------- shared tiny data
