@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                             clusters, k),
     }
 
+    ood = ood_section(params, args.model, args.limit)
+
     timing_file = REPO / "bench/results/train_full_timing.json"
     timing = json.loads(timing_file.read_text()) if timing_file.exists() else None
     hours = timing["wall_seconds"] / 3600 if timing else None
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "delta_mean_iou_champion_minus_baseline": round(original["champion"]["iou_mean"]
                                                         - original["baseline"]["iou_mean"], 5),
         "train_full": timing,
+        "ood_benchmark": ood,
         "targets": checks, "target_met": all(checks.values()),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "python": sys.version.split()[0], "loadavg_end": os.getloadavg()},
@@ -223,8 +226,57 @@ def main(argv: list[str] | None = None) -> int:
     for z in sweep:
         print(f"  {z['max_area']:.1f} → {z['zoomed_share']:.2f}  {z['iou_mean']:.4f}  {z['share_ge_0_99']:.3f}  "
               f"{z['min_cluster']:.4f}")
+    if ood:
+        print("out-of-distribution benchmark (served path, test part): " + ", ".join(
+            f"{name} {m['ood_iou_mean']:.4f} ({m['ood_share_ge_099']:.1%} ≥ 0.99)" for name, m in ood["models"].items()))
+        print(f"issue 19 targets: {ood['targets']}")
     print(f"targets: {checks} → {'met' if result['target_met'] else 'NOT met'}; wrote {args.out}")
     return 0
+
+
+def ood_section(params, model: str, limit: int) -> dict | None:
+    """The champion and the stock U²-NetP through the same served path (`backdrop remove`'s engine,
+    precision, zoom, refinement) on the test part of every frozen benchmark set (`evaluate.benchmarks`),
+    at each photo's own size, overall and per style, with issue 19's targets: the champion above the
+    stock model in mean IoU and in the share ≥ 0.99 in every style; mean ≥ 0.994; ≥ 95 % ≥ 0.99."""
+    from backdrop.cli.data import ood_metrics
+    from backdrop.config import resolve
+    from backdrop.data.benchmark import BenchmarkError, load_benchmark
+    from backdrop.serving.scoring import EvalPhoto, score, served_segmenter
+
+    photos, style = [], {}
+    for directory in params.evaluate.benchmarks:
+        try:
+            b = load_benchmark(resolve(directory), "test")
+        except BenchmarkError as exc:
+            print(f"quality: no out-of-distribution benchmark ({exc})")
+            return None
+        chosen = b.rows[:limit] if limit else b.rows
+        photos += [EvalPhoto(b.name, r["id"], f"{b.name}/{r['style']}", None, (lambda r=r, b=b: b.load(r)))
+                   for r in chosen]
+        style.update({(b.name, r["id"]): r["style"] for r in chosen})
+    if not photos:
+        return None
+    models = {"champion": model, "stock": "official:u2netp"}
+    scored = score({name: served_segmenter(spec, params) for name, spec in models.items()}, photos, params,
+                   desc="quality (benchmark, served path)")
+    metrics = {}
+    for name, rows in scored.items():
+        for r in rows:
+            r["style"] = style[(r["set"], r["id"])]
+        metrics[name] = ood_metrics(rows)
+    champ, stock = metrics["champion"], metrics["stock"]
+    styles = sorted(set(style.values()))
+    targets_19 = {
+        "above_stock_in_every_style": all(champ[f"ood_iou_mean_{s}"] > stock[f"ood_iou_mean_{s}"]
+                                          and champ[f"ood_share_ge_099_{s}"] > stock[f"ood_share_ge_099_{s}"]
+                                          for s in styles),
+        "mean_iou_ge_0_994": champ["ood_iou_mean"] >= 0.994,
+        "share_ge_099_at_least_95pct": champ["ood_share_ge_099"] >= 0.95,
+    }
+    return {"sets": [str(d) for d in params.evaluate.benchmarks], "part": "test", "n": len(photos),
+            "path": "served (remove.engine, serve.precision, zoom, serve.refine, clean edges as configured)",
+            "models": metrics, "targets": targets_19, "target_met": all(targets_19.values())}
 
 
 if __name__ == "__main__":
