@@ -9,8 +9,8 @@
   `rembg p IN OUT -m u2netp` vs `backdrop remove IN -o OUT -m u2netp` (the CLIs on a folder, process
   start and model load included), and a `rembg.remove(bytes, session=new_session("u2netp"))` loop vs
   a `backdrop.remove(bytes, session=backdrop.new_session("u2netp"))` loop (the Python APIs, session
-  made before the clock starts). backdrop runs its default path (params.yaml: int8, lanes, guided
-  filter, clean edges).
+  made before the clock starts). backdrop runs its default path (int8, lanes, guided filter, clean
+  edges) from a folder outside any project, as rembg runs: no prediction log.
 * quality of every output: IoU of alpha > 127 vs the ground-truth mask, and `halo_share` (the
   backdrop colour's share in the edge band, `backdrop.serving.outputs`), means over the photos.
 * each method first runs once on 2 photos, untimed (first-start caches of either tool); then rounds
@@ -174,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         env = {**{k: v for k, v in os.environ.items() if not k.startswith(("BACKDROP", "U2NET"))},
                "REMBG_HOME": str(rembg_home(tmp / "rembg-home")), "TQDM_DISABLE": "1",
-               "BACKDROP_PROJECT_DIR": str(ROOT)}  # backdrop's default path = the shipped params.yaml
+               }  # no project: backdrop runs as a rembg user runs it, from a plain folder, on its built-in
+        # defaults (which equal params.yaml's serve/remove sections: tests/reliability/test_defaults.py);
+        # inside a project `backdrop remove` also writes the prediction log, which rembg has no counterpart of
         photos = tmp / "photos"
         truth = make_photos(photos, args.n, args.min_side, args.max_side)
         # one untimed run of each method on 2 photos first: a fresh venv's first `rembg` start compiles
