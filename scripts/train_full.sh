@@ -25,6 +25,14 @@ if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet HEAD -- params.
   echo "run \`git checkout params.yaml\` first, or FULL_ALLOW_EDITED_PARAMS=1 to train the edited recipe" >&2
   exit 2
 fi
+# A stopped `dvc exp run` can leave git's HEAD detached on the commit it started from: put the branch back.
+branch=$(git symbolic-ref -q --short HEAD 2>/dev/null || true); head=$(git rev-parse -q HEAD 2>/dev/null || true)
+reattach() {
+  if [ -n "$branch" ] && ! git symbolic-ref -q HEAD >/dev/null && [ "$(git rev-parse -q HEAD)" = "$head" ]; then
+    git symbolic-ref HEAD "refs/heads/$branch" && echo "train-full: HEAD re-attached to $branch" >&2
+  fi
+}
+trap reattach EXIT
 start=$(date +%s); load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 PRECISION=$(python -c '
 import torch
@@ -55,5 +63,6 @@ json.dump(out, open("bench/results/train_full_timing.json", "w"), indent=2)
 print(f"train-full: {out['wall_hours']} h wall for data + pipeline (load {load_start} → {out['loadavg_end']})")
 PY
 
-step "3/3 quality: champion vs official u2netp (rembg-style) on the held-out test split"
-python bench/quality_bench.py
+# This run's model, promoted or not: the gate may keep the old champion (or none, below the stock model).
+step "3/3 quality: this run's model vs official u2netp (rembg-style) on the test split and the OOD benchmark"
+python bench/quality_bench.py --model models/train/model.pt

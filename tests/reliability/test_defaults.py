@@ -29,6 +29,8 @@ ALLOWED_DIFFERENCES = {
     "train.aug_scale": "TrainParams() is 'no augmentation' so each augmentation is tested alone (tests/model)",
     "train.aug_jitter": "same",
     "train.aug_bg_replace": "same",
+    "train.encoder_lr_scale": "TrainParams() trains every layer at one rate (the demo overlay too); the production "
+                              "recipe slows the encoder so a long fine-tune keeps what the official weights know",
     "train.select_benchmarks": "TrainParams() selects by the val split alone: a unit test's project has no "
                                "benchmark set; production also scores data/benchmark's val part",
 }
