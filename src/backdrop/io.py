@@ -279,6 +279,19 @@ def open_image(path: Path, *, max_pixels: int = 64_000_000, mode: str | None = N
         return image.convert(mode) if mode else image.copy()
 
 
+def resize_pair(image, mask, size: int, soft: bool = True):
+    """Square network input, for the prepare stage's training pairs and the benchmark's selection
+    arrays alike: LANCZOS for the photo, area average for the mask (its edge pixels keep their
+    coverage when `soft`, else thresholded at 50 %)."""
+    from PIL import Image
+
+    photo = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+    target = mask.resize((size, size), Image.Resampling.BOX)
+    if not soft:
+        target = target.point(lambda v: 255 if v > 127 else 0)
+    return photo, target
+
+
 PHASH_BITS = 255  # 16x16 low DCT frequencies without the DC term
 
 

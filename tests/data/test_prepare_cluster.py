@@ -169,7 +169,7 @@ def test_assign_gives_a_cluster_for_a_new_image(clustered, prepared, synth):
 def test_resize_pair_keeps_edge_coverage_or_rebinarises():
     """A 3-px-wide box in a 12-px mask, shrunk 4×, covers 3/4 of one target column: soft masks keep
     that share (191), binary ones round it up; the photo is resized the same way either way."""
-    from backdrop.stages.prepare import resize_pair
+    from backdrop.io import resize_pair
 
     mask = np.zeros((12, 12), np.uint8)
     mask[:, 1:4] = 255

@@ -86,13 +86,15 @@ def benchmark_arrays(directories, part: str, size: int) -> tuple[np.ndarray, np.
     training loop (`train.select_benchmarks`), which scores at the training size, not the served path."""
     from PIL import Image
 
+    from backdrop.io import resize_pair
+
     photos, masks, groups = [], [], []
     for directory in directories:
         bench = load_benchmark(directory, part)
         for row in bench.rows:
             photo, truth = bench.load(row)
-            photos.append(np.asarray(photo.resize((size, size), Image.Resampling.LANCZOS)))
-            mask = Image.fromarray(truth.astype(np.uint8) * 255).resize((size, size), Image.Resampling.BOX)
+            photo, mask = resize_pair(photo, Image.fromarray(truth.astype(np.uint8) * 255), size)
+            photos.append(np.asarray(photo))
             masks.append(np.asarray(mask, dtype=np.float32) / 255.0)
             groups.append(f"{bench.name}/{row['style']}")
     if not photos:

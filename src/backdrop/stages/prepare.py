@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from backdrop.config import IngestParams, PrepareParams, ValidateParams, resolve
-from backdrop.io import mask_channel, open_image, read_csv, write_csv
+from backdrop.io import mask_channel, open_image, read_csv, resize_pair, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +40,6 @@ def split_of(pair_id: str, seed: int, val_share: float, test_share: float) -> st
     if u < test_share + val_share:
         return "val"
     return "train"
-
-
-def resize_pair(image, mask, size: int, soft: bool = True):
-    """Square network input: LANCZOS for the photo, area average for the mask (its edge pixels keep
-    their coverage when `soft`, else thresholded at 50 %)."""
-    from PIL import Image
-
-    photo = image.convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
-    target = mask.resize((size, size), Image.Resampling.BOX)
-    if not soft:
-        target = target.point(lambda v: 255 if v > 127 else 0)
-    return photo, target
 
 
 def write_crop(image, mask, params: PrepareParams, out: Path, name: str) -> dict[str, str]:
