@@ -48,16 +48,24 @@ step "2/3 dvc exp run $NAME: the params.yaml recipe, $PRECISION (ingest → vali
 dvc exp run --name "$NAME"
 end=$(date +%s)
 dvc push -q || echo "dvc push failed: data and model stay in the local cache"
+# What the nightly promises: `dvc repro` has nothing left to do and the recipe in params.yaml is untouched.
+DVC_STATUS=$(dvc status --json 2>/dev/null || echo '"dvc status failed"')
+if git diff --quiet HEAD -- params.yaml; then PARAMS_UNCHANGED=true; else PARAMS_UNCHANGED=false; fi
+echo "train-full: dvc status $DVC_STATUS; params.yaml unchanged: $PARAMS_UNCHANGED"
 
-python - "$start" "$end" "$N" "$NAME" "$load_start" "$PRECISION" <<'PY'
+python - "$start" "$end" "$N" "$NAME" "$load_start" "$PRECISION" "$DVC_STATUS" "$PARAMS_UNCHANGED" <<'PY'
 import json, os, sys
 from backdrop.host import cpu_info
 start, end, n, name, load_start, precision = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
                                               sys.argv[5], sys.argv[6])
+status = json.loads(sys.argv[7] or "null")
 history = json.load(open("models/train/history.json"))
+gate = json.load(open("metrics/register.json"))
 out = {"experiment": name, "pairs": n, "precision": precision, "wall_seconds": end - start, "wall_hours": round((end - start) / 3600, 3),
        "loadavg_start": load_start, "loadavg_end": " ".join(f"{v:.2f}" for v in os.getloadavg()),
-       "cpu_count": os.cpu_count(), "cpu": cpu_info(), "epochs": history}
+       "cpu_count": os.cpu_count(), "cpu": cpu_info(),
+       "dvc_status_after": status, "dvc_repro_up_to_date": status == {}, "params_yaml_unchanged": sys.argv[8] == "true",
+       "gate": {k: gate.get(k) for k in ("version", "promoted", "reason")}, "epochs": history}
 os.makedirs("bench/results", exist_ok=True)
 json.dump(out, open("bench/results/train_full_timing.json", "w"), indent=2)
 print(f"train-full: {out['wall_hours']} h wall for data + pipeline (load {load_start} → {out['loadavg_end']})")

@@ -70,6 +70,9 @@ def _consistent(reg: dict, params) -> bool:
     means = reg["means"]
     if "stock" in means and means["challenger"] < means["stock"] - rp.stock_margin:
         return False
+    if any(g["stock"] - g["challenger"] > rp.stock_margin for name, g in reg["groups"].items()
+           if "/" in name and g.get("stock") is not None):  # benchmark groups are <set>/<style>
+        return False  # below stock in a benchmark style
     if reg["gain_lower"] is None:
         return True
     drops = [g["champion"] - g["challenger"] for g in reg["groups"].values()]

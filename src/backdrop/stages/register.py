@@ -6,7 +6,8 @@ stock model (`register.stock_model`, official U²-NetP) scored now on exactly th
 function (`serving.scoring.score`). A number stored on the champion from an older split never
 decides: every night's drop changes the split. Promoted only when the seeded bootstrap lower bound
 of the paired mean gain exceeds `register.min_improvement`, no group (cluster, benchmark style) drops
-by more than `register.max_cluster_drop`, and the challenger is not below the stock model. The
+by more than `register.max_cluster_drop`, and the challenger is not below the stock model, neither
+over all photos nor in any style of a frozen (out-of-distribution) benchmark set. The
 decision report (per-group table, the photos that got worse as thumbnails, the reason) goes to
 `metrics/gate/`, the MLflow run (`gate/`) and the task log.
 """
@@ -67,11 +68,15 @@ def gate(challenger: list[dict], champion: list[dict] | None, stock: list[dict] 
          resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> GateDecision:
     """The promotion rule on per-photo rows (set, id, group, iou) of the same photos.
 
-    Refused when the challenger's mean is below the stock model's by more than `stock_margin`;
-    with a champion, promoted only when the bootstrap lower bound of the paired mean gain exceeds
+    Refused when the challenger's mean is below the stock model's by more than `stock_margin`, over
+    all photos or in any group of a frozen benchmark set (every set but the test split): a model
+    that wins on photos like its training drop and loses on photos unlike it is a regression. With
+    a champion, promoted only when the bootstrap lower bound of the paired mean gain exceeds
     `min_improvement` and no group (test cluster, benchmark style) loses more than
     `max_cluster_drop` of mean IoU. Photos not scored for every model are left out (and counted)."""
     import numpy as np
+
+    from backdrop.serving.scoring import TEST
 
     chall = _by_key(challenger)
     champ = _by_key(champion) if champion is not None else None
@@ -81,6 +86,7 @@ def gate(challenger: list[dict], champion: list[dict] | None, stock: list[dict] 
         raise ValueError("the challenger and the models it is compared with share no scored photo")
     means = {"challenger": float(np.mean([chall[k][1] for k in keys]))}
     groups: dict[str, dict] = {}
+    benchmark_groups = {chall[k][0] for k in keys if not k.startswith(f"{TEST}:")}
     for k in keys:
         g = groups.setdefault(chall[k][0], {"n": 0, "challenger": [], "champion": [], "stock": []})
         g["n"] += 1
@@ -106,6 +112,15 @@ def gate(challenger: list[dict], champion: list[dict] | None, stock: list[dict] 
     if base is not None and means["challenger"] < means["stock"] - stock_margin:
         return GateDecision(False, f"mean IoU {means['challenger']:.4f} is below the stock model's "
                                    f"{means['stock']:.4f} (margin {stock_margin}) on {len(keys)} photos", **common)
+    if base is not None:
+        below = {name: table[name]["stock"] - table[name]["challenger"] for name in sorted(benchmark_groups)}
+        below = {name: gap for name, gap in below.items() if gap > stock_margin}
+        if below:
+            name, gap = max(below.items(), key=lambda kv: kv[1])
+            return GateDecision(False, f"below the stock model on the out-of-distribution benchmark: "
+                                       f"{name} {table[name]['challenger']:.4f} vs stock "
+                                       f"{table[name]['stock']:.4f} (margin {stock_margin}; "
+                                       f"{len(below)} style(s) below)", **common)
     if champ is None:
         floor = f", stock {means['stock']:.4f}" if base is not None else ""
         return GateDecision(True, f"no champion yet (mean IoU {means['challenger']:.4f}{floor})", **common)
