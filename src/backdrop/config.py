@@ -346,6 +346,7 @@ class TrainParams(_Section):
                                                  # (prepare.object_crops), what serving's zoom pass sees
     l2sp_weight: float = Field(0.0, ge=0)        # L2-SP: weight × Σ‖w − w_init‖² pulls towards the initial weights
     encoder_lr_scale: float = Field(1.0, gt=0, le=1)  # encoder stages (stage1..stage6) train at lr × this
+    distill_weight: float = Field(0.0, ge=0)     # + weight × BCE(student, the initial model's map) on each batch (0 = off)
     select_benchmarks: list[str] = []            # frozen benchmark sets whose val part picks model.pt with the
                                                  # val split (issue 19: never the training renderer's val alone)
     select_benchmark_weight: float = Field(0.5, ge=0, le=1)  # selection score = (1 − w)·val IoU + w·benchmark IoU
@@ -357,6 +358,8 @@ class TrainParams(_Section):
             raise ValueError("aug_scale must be [lo, hi] with 0 < lo <= hi <= 4")
         if self.low_res_epochs and (self.low_res_size < 32 or self.low_res_size % 32):
             raise ValueError("low_res_size must be a multiple of 32 (>= 32) when low_res_epochs > 0")
+        if self.distill_weight and self.init != "official":
+            raise ValueError("distill_weight distils the official weights' maps: it needs init: official")
         return self
 
 

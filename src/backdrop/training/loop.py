@@ -59,6 +59,7 @@ from backdrop.training.checkpoint import (
 from backdrop.training.losses import (
     anchor_weights,
     deep_supervision_loss,
+    distillation_loss,
     encoder_param_groups,
     l2sp_penalty,
     lr_lambda,
@@ -251,9 +252,10 @@ def _optimizer(model, tp: TrainParams, steps_per_epoch: int, dist: Dist):
 
 
 def _train_epoch(net, optimizer, scheduler, data: _Data, mine: np.ndarray, epoch: int, tp: TrainParams,
-                 dist: Dist, device, fmt, amp_dtype, steps_per_epoch: int, regulariser=None):
+                 dist: Dist, device, fmt, amp_dtype, steps_per_epoch: int, regulariser=None, teacher=None):
     """One pass over this rank's shard: (summed loss, [(pair index, per-pair loss)] for hard sampling).
-    ``regulariser()`` (L2-SP) is added to each step's loss for the gradient, not to the summed loss."""
+    ``regulariser()`` (L2-SP) and the distillation towards ``teacher`` (the frozen initial model) are
+    added to each step's loss for the gradient, not to the summed loss."""
     import torch
 
     from backdrop.models.cutout import normalize
@@ -276,7 +278,13 @@ def _train_epoch(net, optimizer, scheduler, data: _Data, mine: np.ndarray, epoch
             per_pair = soft_iou_loss(outputs[0].detach().float(), y, per_sample=True)  # (B,)
             seen += [(int(i), float(v)) for i, v in zip(idx, per_pair, strict=True)]
         optimizer.zero_grad()  # set_to_none (the default); Horovod's override takes no argument
-        (loss if regulariser is None else loss + regulariser()).backward()
+        objective = loss if regulariser is None else loss + regulariser()
+        if teacher is not None:
+            with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
+                                                 enabled=amp_dtype is not None):
+                hint = teacher(x)[0]  # (B, 1, H, W) fused logits of the official weights
+            objective = objective + tp.distill_weight * distillation_loss(outputs[0].float(), hint.float())
+        objective.backward()
         optimizer.step()
         scheduler.step()
         loss_sum += float(loss.detach())
@@ -385,6 +393,10 @@ def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
     if anchor is not None:
         anchor = {name: w.to(device) for name, w in anchor.items()}
         regulariser = lambda: tp.l2sp_weight * l2sp_penalty(model, anchor)  # noqa: E731
+    teacher = None  # the initial (official) model, frozen: what distillation keeps the student near
+    if tp.distill_weight:
+        teacher = build_model(tp.model, init=tp.init).eval().requires_grad_(False)
+        teacher.to(device=device, memory_format=fmt)
     optimizer, scheduler = _optimizer(model, tp, steps_per_epoch, dist)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -413,7 +425,7 @@ def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
             mine = shard(order, dist.rank, dist.size)
             t0 = time.perf_counter()
             loss_sum, seen = _train_epoch(net, optimizer, scheduler, data, mine, epoch, tp, dist, device, fmt,
-                                          amp_dtype, steps_per_epoch, regulariser)
+                                          amp_dtype, steps_per_epoch, regulariser, teacher)
             seconds = dist.allreduce([time.perf_counter() - t0], "max")[0]
             train_loss = dist.allreduce([loss_sum / steps_per_epoch], "mean")[0]
             if tp.hard_sampling:

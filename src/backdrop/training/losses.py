@@ -43,6 +43,16 @@ def deep_supervision_loss(outputs, target, iou_weight: float = 0.0):
     return loss
 
 
+def distillation_loss(student_logits, teacher_logits):
+    """BCE of the student's fused map against the frozen teacher's probabilities (Learning without
+    Forgetting, Li & Hoiem 2016): on the fine-tune's own photos the student keeps answering as the
+    official weights did wherever the labels do not pay for a change. (B, 1, H, W) logits each."""
+    import torch
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits(student_logits, torch.sigmoid(teacher_logits))
+
+
 def anchor_weights(model) -> dict:
     """Detached copies of the trainable parameters: the starting point L2-SP pulls towards."""
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
