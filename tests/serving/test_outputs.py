@@ -246,3 +246,61 @@ def test_tiled_refinement_equals_the_whole_photo_filter_at_tile_edges_and_photo_
             assert fast.shape == prob.shape
             assert np.abs(fast - expect).max() < 1e-4, (radius, colour)
             assert not np.array_equal(fast, prob)  # the filter did change the band
+
+
+def test_a_single_threaded_model_session_is_the_first_lane():
+    """A folder run loads its model with one thread (`backdrop remove`); that session is lane 0, so
+    two lanes cost one more session, not two."""
+    from backdrop.config import load_params
+    from backdrop.serving.segmenter import load_segmenter
+
+    seg = load_segmenter("official:u2netp", "onnx", precision="int8", params=load_params(), threads=1)
+    lanes = seg.lane_sessions(2)
+    assert lanes[0] is seg.session and lanes[1] is not seg.session and len(seg._lanes) == 2
+    two = load_segmenter("official:u2netp", "onnx", precision="int8", params=load_params(), threads=2)
+    assert all(lane is not two.session for lane in two.lane_sessions(2))  # a 2-thread session is no lane
+
+
+def test_clean_edges_on_the_band_tiles_equal_the_whole_photo_computation():
+    """`clean_edges` works on the edge band's tiles and their context only; the alpha it tightens and
+    the colours it solves are what the same formulas give over the whole photo, tile edges and photo
+    borders included."""
+    from backdrop.serving.outputs import (
+        CLEAN_HI,
+        CLEAN_LO,
+        CLEAN_RADIUS,
+        CLEAN_TILE,
+        _box,
+        _line_alpha,
+        _solve_colours,
+        clean_edges,
+    )
+
+    rng = np.random.default_rng(5)
+    h, w = 3 * CLEAN_TILE + 9, 4 * CLEAN_TILE + 5
+    rgb = np.full((h, w, 3), 235, np.uint8)                       # a light backdrop
+    rgb[25:90, 20:110] = (30, 40, 60)                              # a dark product
+    rgb = np.clip(rgb.astype(int) + rng.integers(-8, 9, rgb.shape), 0, 255).astype(np.uint8)
+    photo = Image.fromarray(rgb)
+    prob = np.zeros((h, w), np.float32)
+    prob[25:90, 20:110] = 1.0
+    ys, xs = np.mgrid[0:h, 0:w]
+    edge = (np.abs(ys - 25) < 3) | (np.abs(xs - 20) < 3)
+    prob[edge & (prob == 0)] = rng.uniform(0.05, 0.5, (edge & (prob == 0)).sum())  # a soft fringe
+    prob[h - 1, 7:12] = 0.4                                       # on the bottom border
+    prob[10:14, w - 1] = 0.6                                      # on the right border, in a partial tile
+    tight, shown = clean_edges(photo, prob)
+
+    img = np.moveaxis(rgb.astype(np.float32) / 255, -1, 0)[None]    # (1,3,H,W)
+    a = prob[None]
+    local = []
+    for weight in (a <= CLEAN_LO, a >= CLEAN_HI):
+        share = _box(weight[0].astype(np.float32), CLEAN_RADIUS)[None]
+        sums = np.stack([_box(img[0, c] * weight[0], CLEAN_RADIUS) for c in range(3)])[None]
+        local.append((share > 1e-3, sums / np.maximum(share, 1e-6)[:, None]))
+    (has_bg, bg), (has_fg, fg) = local
+    whole_alpha = _line_alpha(a, img, bg, has_bg, fg, has_fg)
+    whole_colours = _solve_colours(whole_alpha, img, bg, has_bg, fg, has_fg)[0]
+    assert np.abs(tight - whole_alpha[0]).max() < 1e-4
+    assert np.abs(np.asarray(shown).astype(int) - whole_colours).max() <= 1
+    assert (tight < prob - 0.01).any() and not np.array_equal(np.asarray(shown), rgb)  # it did change the fringe

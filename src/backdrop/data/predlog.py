@@ -14,7 +14,6 @@ All timestamps are naive UTC (SQLite keeps no zone; PostgreSQL `timestamp withou
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import shutil
@@ -226,10 +225,11 @@ class Store:
         return sha, rel
 
     def put_png(self, image, kind: str = "masks") -> tuple[str, str]:
-        """Store a PIL image as PNG under the sha256 of its encoded bytes."""
-        buf = io.BytesIO()
-        image.save(buf, format="PNG", optimize=False)
-        data = buf.getvalue()
+        """Store a PIL image as PNG under the sha256 of its encoded bytes (the cut-outs' fast
+        writer: 8 ms of a server request's 17 ms log write went to PIL's PNG encoder)."""
+        from backdrop.png import encode_png
+
+        data = encode_png(image)
         sha = hashlib.sha256(data).hexdigest()
         rel = f"{kind}/{sha[:2]}/{sha}.png"
         dest = self.root / rel

@@ -149,8 +149,10 @@ class Session:
         opts = self.options if alpha_matting is None else replace(self.options, clean_edges=alpha_matting)
         prob, shown = finish(photo, self.segmenter.probabilities(photo), format, opts)
         out = compose(shown, prob, format, opts)
-        if kind == "bytes":
-            return encode(out, format)[0]
+        if kind == "bytes":  # one call at a time: its PNG deflates on every core
+            from backdrop.serving.base import available_cores
+
+            return encode(out, format, parts=available_cores())[0]
         if kind == "array":
             import numpy as np
 

@@ -217,6 +217,7 @@ class FastSegmenter:
     zoom_max_area: float = 0.6  # ...when the box covers at most this share of the frame
     zoom_blend: float = 0.0     # weight of the whole-photo pass inside the box (`serve.zoom_blend`)
     flip_tta: bool = False      # `serve.tta: hflip`: every run also on the mirrored input, maps averaged
+    threads: int = 0            # the shared session's intra-op threads; 1 = it is also the first lane
     _lanes: list = field(default_factory=list, repr=False)  # single-threaded sessions for `stream` lanes
     _free: object = field(default=None, repr=False)           # idle lanes of `predict_on_lane` (a queue)
     _free_n: int = 0
@@ -290,9 +291,20 @@ class FastSegmenter:
             return self._lanes_unlocked(workers)
 
     def _lanes_unlocked(self, workers: int) -> list:
+        """A single-threaded shared session is lane 0 (a folder run asks for one: `cutout.load`);
+        the others are built side by side (onnxruntime releases the GIL while it optimises a graph:
+        2 sessions in 0.12–0.14 s instead of 0.19–0.26 s one after the other)."""
         lanes = self._lanes
-        while len(lanes) < workers:
+        if not lanes and self.threads == 1:
+            lanes.append(self.session)
+        missing = workers - len(lanes)
+        if missing == 1:
             lanes.append(make_session(self.onnx_file, threads=1))
+        elif missing > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(missing, thread_name_prefix="backdrop-session") as pool:
+                lanes.extend(pool.map(lambda _: make_session(self.onnx_file, threads=1), range(missing)))
         return lanes[:workers]
 
     def _stream_lanes(self, batches, load, workers: int):
@@ -375,7 +387,7 @@ def _from_model(model, size: int, source: str, threads: int | None = None, preci
     session = make_session(path, threads)
     names = [o.name for o in session.get_outputs()]
     return FastSegmenter(session, size, source, str(path), "disagreement" in names, scale_to_max,
-                         precision=precision, **(zoom or {}))
+                         precision=precision, threads=threads or available_cores(), **(zoom or {}))
 
 
 def _from_onnx(path: Path, source: str | None = None, threads: int | None = None,
@@ -388,7 +400,7 @@ def _from_onnx(path: Path, source: str | None = None, threads: int | None = None
     if inp.name != "image":
         raise ValueError(f"{path}: expected an input named 'image' (CutoutModel contract), got {inp.name!r}")
     return FastSegmenter(session, int(size), source or str(path), str(path), "disagreement" in names,
-                         scale_to_max, precision=precision, **(zoom or {}))
+                         scale_to_max, precision=precision, threads=threads or available_cores(), **(zoom or {}))
 
 
 def from_source(ms: ModelSource, threads: int | None = None, size: int | None = None,

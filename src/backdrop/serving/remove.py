@@ -24,7 +24,7 @@ from pathlib import Path, PurePath
 from backdrop.config import Params
 from backdrop.io import IMAGE_SUFFIXES, atomic_path, open_image
 from backdrop.serving.names import display, plan_outputs
-from backdrop.serving.outputs import FORMATS, PNG_LEVEL, compose
+from backdrop.serving.outputs import FORMATS, compose, encode
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def remove(inputs: Iterable[Path], out_dir: Path, *, params: Params, model: str 
             raise FileNotFoundError("no input images found")
         _log_failures(result)
         return result
-    ext, pil_format = (".jpg", "JPEG") if fmt == "white" else (".png", "PNG")
+    ext = ".jpg" if fmt == "white" else ".png"
     dests = [out_dir / rel for rel in plan_outputs((f.rel for f in files), ext)]
     if segmenter is None:
         segmenter = load_segmenter(model, engine or params.remove.engine, precision, params=params)
@@ -179,9 +179,9 @@ def remove(inputs: Iterable[Path], out_dir: Path, *, params: Params, model: str 
                 prob, shown = finish(photo, pred.prob, fmt, options)
                 image = compose(shown, prob, fmt, options)
                 dest.parent.mkdir(parents=True, exist_ok=True)
+                data, _media = encode(image, fmt)
                 with atomic_path(dest) as tmp:
-                    image.save(tmp, format=pil_format, **({"quality": 92} if pil_format == "JPEG" else
-                                                          {"compress_level": PNG_LEVEL}))
+                    Path(tmp).write_bytes(data)
             except Exception as exc:  # noqa: BLE001 — one photo's failure is reported, the run goes on
                 result.failed.append(Failure(path, _reason(exc), f"{type(exc).__name__}: {exc}"))
                 continue
