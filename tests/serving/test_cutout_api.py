@@ -72,6 +72,33 @@ def test_same_kind_in_and_out(nowhere):
         session.remove(b"not an image at all")
 
 
+def test_remove_many_keeps_order_and_kinds_and_gives_what_remove_gives(nowhere):
+    """`Session.remove_many` runs the photos on lanes, yields them in order as the kind each came in,
+    with the pixels `remove` gives, and names the position of a bad one."""
+    photo, _ = _product()
+    small, _ = _product(size=(96, 80))
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=95)
+    session = cutout.new_session("u2netp")
+    images = [photo, np.asarray(small), buf.getvalue(), photo.resize((120, 90))]
+    outs = list(session.remove_many(images, format="rgba"))
+    assert [type(o) for o in outs][:3] == [Image.Image, np.ndarray, bytes]
+    assert outs[0].size == (160, 120) and outs[1].shape == (80, 96, 4) and outs[3].size == (120, 90)
+    one_by_one = [session.remove(i, format="rgba") for i in images]
+    as_arrays = [np.asarray(Image.open(io.BytesIO(o)) if isinstance(o, bytes) else o) for o in outs]
+    expected = [np.asarray(Image.open(io.BytesIO(o)) if isinstance(o, bytes) else o) for o in one_by_one]
+    for got, want in zip(as_arrays, expected, strict=True):
+        assert np.array_equal(got, want)
+    from backdrop.serving.base import available_cores
+
+    lanes = session.params.remove.workers or available_cores()
+    assert len(session.segmenter._lanes) == (lanes if lanes > 1 else 0)  # lanes, not the all-cores session
+    bad = session.remove_many([photo, b"not an image at all", photo])
+    assert isinstance(next(bad), Image.Image)
+    with pytest.raises(ValueError, match="image 1: .*not a supported image"):
+        next(bad)
+
+
 def test_outside_a_project_defaults_and_no_prediction_log(nowhere, monkeypatch):
     params, in_project = cutout.context()
     assert not in_project and params.monitoring.record_predictions is False

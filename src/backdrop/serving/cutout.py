@@ -18,6 +18,8 @@
     >>> session = backdrop.new_session("u2netp")   # load once, cut out many
     >>> [session.remove(photo, format="white").mode for _ in range(2)]
     ['RGB', 'RGB']
+    >>> [cut.size for cut in session.remove_many([photo, photo.resize((48, 32))])]   # in order, on lanes
+    [(96, 64), (48, 32)]
 
 Where settings come from (`context`): `--params`/`params=` or `$BACKDROP_PARAMS` if given, else
 `./params.yaml` of the project (`$BACKDROP_PROJECT_DIR` or the current directory) if there is one,
@@ -120,8 +122,8 @@ def load(choice: Choice, params: Params, engine: str | None = None, precision: s
 
 class Session:
     """A loaded model and its output options, for repeated cut-outs (made by `new_session`).
-    The model runs one photo at a time per session (thread-safe); for throughput over many files
-    use `backdrop remove`, which runs parallel lanes."""
+    `remove` runs one photo at a time on all cores (thread-safe); `remove_many` runs a sequence on
+    parallel single-threaded lanes, as `backdrop remove` does with a folder, for throughput."""
 
     def __init__(self, segmenter, choice: Choice, params: Params, in_project: bool = False):
         from backdrop.serving.outputs import OutputOptions
@@ -139,20 +141,52 @@ class Session:
 
         `format`: rgba | white | mask. `alpha_matting`: clean edges, so no backdrop colour stays in
         the cut-out's fringe (`outputs.tighten_alpha` + `decontaminate`; default `serve.clean_edges`)."""
-        from dataclasses import replace
+        from backdrop.serving.base import available_cores
 
-        from backdrop.serving.outputs import compose, encode, finish
+        opts = self._options(format, alpha_matting)
+        photo, kind = _to_photo(image, self.params.serve.max_pixels)
+        # one call at a time: its PNG deflates on every core
+        return self._output(photo, kind, self.segmenter.probabilities(photo), format, opts, available_cores())
+
+    def remove_many(self, images, *, format: str = "rgba", alpha_matting: bool | None = None):  # noqa: A002
+        """Cut out a sequence of images; yields each output in order, as `remove` would return it.
+
+        The photos run on `remove.workers` single-threaded lanes (default: every core), decoding and
+        running ahead of the one being finished, the way `backdrop remove` runs a folder: on 2 cores
+        1.3–1.4× the images/s of calling `remove` in a loop (`bench/rembg_bench.py`). A bad image raises ValueError naming
+        its position; the outputs before it have been yielded."""
+        from backdrop.serving.base import available_cores
+
+        opts = self._options(format, alpha_matting)
+        images = list(images)
+        kinds: dict[int, str] = {}
+
+        def load(i: int):
+            photo, kinds[i] = _to_photo(images[i], self.params.serve.max_pixels)
+            return photo
+
+        lanes = self.params.remove.workers or available_cores()
+        for i, photo, pred in self.segmenter.stream(range(len(images)), load, 1, lanes):
+            if isinstance(photo, BaseException):
+                raise ValueError(f"image {i}: {photo}") from photo
+            yield self._output(photo, kinds.pop(i), pred.prob, format, opts)
+
+    def _options(self, format: str, alpha_matting: bool | None):  # noqa: A002
+        from dataclasses import replace
 
         if format not in FORMATS:
             raise ValueError(f"format {format!r} is not one of {', '.join(FORMATS)}")
-        photo, kind = _to_photo(image, self.params.serve.max_pixels)
-        opts = self.options if alpha_matting is None else replace(self.options, clean_edges=alpha_matting)
-        prob, shown = finish(photo, self.segmenter.probabilities(photo), format, opts)
-        out = compose(shown, prob, format, opts)
-        if kind == "bytes":  # one call at a time: its PNG deflates on every core
-            from backdrop.serving.base import available_cores
+        return self.options if alpha_matting is None else replace(self.options, clean_edges=alpha_matting)
 
-            return encode(out, format, parts=available_cores())[0]
+    @staticmethod
+    def _output(photo, kind: str, prob, format: str, opts, png_parts: int = 1):  # noqa: A002
+        """The published output of one photo, as the kind it came in (bytes, PIL image or array)."""
+        from backdrop.serving.outputs import compose, encode, finish
+
+        prob, shown = finish(photo, prob, format, opts)
+        out = compose(shown, prob, format, opts)
+        if kind == "bytes":
+            return encode(out, format, parts=png_parts)[0]
         if kind == "array":
             import numpy as np
 
