@@ -18,7 +18,9 @@ import numpy as np
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COLOUR_TYPES = {"L": (0, 1), "RGB": (2, 3), "RGBA": (6, 4)}  # PIL mode → (PNG colour type, channels)
-LEVEL = 1  # zlib level: 1 encodes ~4× faster than PIL's default 6, for files ~17 % larger
+# zlib level of PNG outputs: 1 encoded a 1 Mpx RGBA cut-out in ~83 ms CPU vs ~320 ms at PIL's default 6,
+# for files ~17 % larger (bench photos: 1133 vs 969 kB)
+LEVEL = 1
 MIN_PART_BYTES = 1 << 20  # below this a split costs more in thread hand-offs than it saves
 
 
@@ -57,5 +59,5 @@ def encode_png(image, parts: int = 1, level: int = LEVEL) -> bytes:
     rows[:, 0] = 0
     rows[:, 1:] = np.asarray(image).reshape(height, width * channels)
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return (SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", _zlib_stream(memoryview(rows).cast("B"), parts, level))
-            + _chunk(b"IEND", b""))
+    idat = _zlib_stream(memoryview(rows).cast("B"), parts, level)
+    return SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")

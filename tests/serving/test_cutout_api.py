@@ -89,9 +89,9 @@ def test_remove_many_keeps_order_and_kinds_and_gives_what_remove_gives(nowhere):
     expected = [np.asarray(Image.open(io.BytesIO(o)) if isinstance(o, bytes) else o) for o in one_by_one]
     for got, want in zip(as_arrays, expected, strict=True):
         assert np.array_equal(got, want)
-    from backdrop.serving.base import available_cores
+    from backdrop.serving.base import lane_count
 
-    lanes = session.params.remove.workers or available_cores()
+    lanes = lane_count(session.params)
     assert len(session.segmenter._lanes) == (lanes if lanes > 1 else 0)  # lanes, not the all-cores session
     bad = session.remove_many([photo, b"not an image at all", photo])
     assert isinstance(next(bad), Image.Image)

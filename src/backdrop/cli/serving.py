@@ -80,14 +80,14 @@ def remove(
                                             and not inputs[0].is_dir())
     if str(out) == STDIO and (len(inputs) != 1 or inputs[0].is_dir()):
         raise typer.BadParameter("-o - (stdout) takes exactly one image file", param_hint="--out")
-    from backdrop.serving.base import available_cores
+    from backdrop.serving.base import lane_count
     from backdrop.serving.outputs import prefetch_filters
 
     prefetch_filters()
     p, in_project = context(params)
     fmt_name = fmt.value if fmt else p.remove.format
     # a folder runs on single-threaded lanes (`FastSegmenter.stream`): the model's own session is lane 0
-    lanes = 1 if single else (p.remove.workers or available_cores())
+    lanes = 1 if single else lane_count(p)
     segmenter, choice = load(pick_model(model, p, in_project), p, threads=1 if lanes > 1 else None)
     if not quiet:
         typer.echo(f"remove: {choice.notice()}", err=True)

@@ -59,7 +59,7 @@ from starlette.requests import ClientDisconnect
 
 from backdrop.config import Params, resolve
 from backdrop.io import BadImageError
-from backdrop.serving.base import available_cores
+from backdrop.serving.base import lane_count
 from backdrop.serving.names import sanitize_filename
 from backdrop.serving.outputs import OutputOptions, compose, encode
 from backdrop.serving.outputs import finish as finish_prob
@@ -167,7 +167,7 @@ def create_app(params: Params, model: str | None = None) -> FastAPI:
     options = OutputOptions.from_params(sp)
     queue = ReviewQueue(resolve(sp.review_dir))
     metrics = Metrics()
-    lanes = params.remove.workers or available_cores()  # parallel 1-thread sessions, as `backdrop remove`
+    lanes = lane_count(params)  # parallel 1-thread sessions, as `backdrop remove`
     jobs = asyncio.Semaphore(max(2, lanes))  # requests processed at once: bounds memory (max_pixels each)
     budget = ByteBudget(BUDGET_REQUESTS * (sp.max_upload_bytes * sp.max_batch_files + MULTIPART_OVERHEAD))
     started = time.time()

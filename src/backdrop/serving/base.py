@@ -51,3 +51,8 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def lane_count(params) -> int:
+    """Single-threaded lanes a run of many photos uses: `remove.workers`, default every core."""
+    return params.remove.workers or available_cores()

@@ -153,9 +153,9 @@ class Session:
 
         The photos run on `remove.workers` single-threaded lanes (default: every core), decoding and
         running ahead of the one being finished, the way `backdrop remove` runs a folder: on 2 cores
-        1.3–1.4× the images/s of calling `remove` in a loop (`bench/rembg_bench.py`). A bad image raises ValueError naming
-        its position; the outputs before it have been yielded."""
-        from backdrop.serving.base import available_cores
+        1.3–1.4× the images/s of calling `remove` in a loop (`bench/rembg_bench.py`). A bad image
+        raises ValueError naming its position; the outputs before it have been yielded."""
+        from backdrop.serving.base import lane_count
 
         opts = self._options(format, alpha_matting)
         images = list(images)
@@ -165,7 +165,7 @@ class Session:
             photo, kinds[i] = _to_photo(images[i], self.params.serve.max_pixels)
             return photo
 
-        lanes = self.params.remove.workers or available_cores()
+        lanes = lane_count(self.params)
         for i, photo, pred in self.segmenter.stream(range(len(images)), load, 1, lanes):
             if isinstance(photo, BaseException):
                 raise ValueError(f"image {i}: {photo}") from photo

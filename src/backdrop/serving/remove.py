@@ -141,7 +141,7 @@ def remove(inputs: Iterable[Path], out_dir: Path, *, params: Params, model: str 
     band's colours (`outputs.tighten_alpha`, `outputs.decontaminate`); `quiet` turns the progress off.
     """
     from backdrop.progress import progress
-    from backdrop.serving.base import available_cores
+    from backdrop.serving.base import lane_count
     from backdrop.serving.outputs import OutputOptions, finish
     from backdrop.serving.segmenter import load_segmenter
 
@@ -164,7 +164,7 @@ def remove(inputs: Iterable[Path], out_dir: Path, *, params: Params, model: str 
     recorder = _recorder(params, segmenter.source)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = segmenter.stream(range(len(files)), lambda i: open_image(files[i].path), params.remove.batch_size,
-                               params.remove.workers or available_cores())
+                               lane_count(params))
     done: set[int] = set()  # indices into files (the same file given twice is two inputs)
     try:
         for i, photo, pred in progress(results, desc="remove", total=len(files), unit="img", enabled=not quiet):
