@@ -22,7 +22,16 @@ from backdrop.config import FashionMnistParams, SynthParams
 from backdrop.data.drop_mix import split_counts, write_mix
 from backdrop.data.fashion_mnist import render_product
 from backdrop.data.synth import render_item
-from backdrop.data.synth.variety import BACKGROUNDS, EXTRAS, FRAMINGS, LIGHTS, draw_look
+from backdrop.data.synth.variety import (
+    BACKGROUNDS,
+    EXTRAS,
+    FRAMINGS,
+    LIGHTS,
+    SCENE_SHARE,
+    add_household,
+    draw_look,
+    tabletop,
+)
 from backdrop.stages.ingest import ingest
 from backdrop.stages.validate import validate
 
@@ -85,6 +94,57 @@ def test_broad_looks_cover_every_studio_light_framing_camera_and_extra():
     assert any(lk.perspective for lk in looks) and any(lk.rescale < 1 for lk in looks)
     assert {lk.clutter for lk in looks} == {0, 1, 2, 3, 4}  # distractors that are background
     assert draw_look(3, 7) == looks[7]
+
+
+def test_a_share_of_the_looks_are_tabletop_scenes_with_room_for_their_objects(monkeypatch):
+    from dataclasses import replace
+
+    from backdrop.data.synth import variety
+
+    looks = [draw_look(3, i) for i in range(2000)]
+    scenes = [lk for lk in looks if lk.household]
+    assert abs(len(scenes) / len(looks) - SCENE_SHARE) < 0.03
+    assert {lk.household for lk in scenes} == {2, 3, 4, 5, 6}
+    assert {lk.framing for lk in scenes} <= {"small", "off_centre"}  # never a product that fills the frame
+    # scenes draw from their own generator: without them every other field is drawn as before
+    monkeypatch.setattr(variety, "SCENE_SHARE", 0.0)
+    without = [draw_look(3, i) for i in range(2000)]
+    assert all(w.household == 0 for w in without)
+    assert all(replace(lk, framing=w.framing, household=0) == w for lk, w in zip(looks, without, strict=True))
+    assert all(lk == w for lk, w in zip(looks, without, strict=True) if not lk.household)
+
+
+def test_household_objects_are_drawn_on_the_table_and_stay_off_most_of_the_product():
+    from dataclasses import replace
+
+    height, width = 240, 320
+    coverage = np.zeros((height, width), np.float32)
+    coverage[80:160, 120:200] = 1.0
+    table = tabletop(np.random.default_rng(1), width, height)
+    assert table.shape == (height, width, 3) and table.std() > 1  # a textured, lit table, not a flat fill
+    look = replace(draw_look(3, 0), household=5)
+    out = add_household(np.random.default_rng(2), look, table, coverage)
+    again = add_household(np.random.default_rng(2), look, table, coverage)
+    assert np.array_equal(out, again)                       # deterministic per generator
+    changed = np.abs(out - table).max(axis=2) > 8
+    assert changed[coverage == 0].mean() > 0.02             # objects and their shadows on the table
+    assert changed[coverage > 0].mean() < 0.5               # most of the product's place stays clear
+    assert add_household(np.random.default_rng(2), replace(look, household=0), table, coverage) is table
+
+
+@pytest.mark.parametrize("render", ["synth", "fashion_mnist"])
+def test_a_scene_item_masks_only_the_product(render):
+    """A tabletop item's mask is its product alone: the objects around it are background, so the
+    mask of the scene item covers no more than the product's share of a normal shot."""
+    i = next(i for i in range(200) if draw_look(5, i).household >= 4)
+    if render == "synth":
+        photo, mask, _ = render_item(5, i, variety="broad", **TINY)
+    else:
+        photo, mask, _ = render_product(ELLIPSE, 3, "train", i, 5, variety="broad", **TINY)
+    m = np.asarray(mask) > 0
+    from scipy import ndimage
+
+    assert ndimage.label(m)[1] <= 3 and 0.01 < m.mean() < 0.4  # one product (small framing), no objects
 
 
 def _enclosed_background(mask: np.ndarray) -> int:

@@ -13,7 +13,10 @@ both training renderers draw a :class:`Look` per item from ``default_rng([seed, 
   where the background shows through;
 - framing: normal, small or large fill, off-centre, cut by the frame edge;
 - clutter: abstract distractors beside the product (blocks, balls, rods, rings, cylinders) that are
-  background, so the model learns that the garment, not the most salient object, is the product.
+  background, so the model learns that the garment, not the most salient object, is the product;
+- tabletop scenes (``household``): a share of the items lie on a tabletop (knit, gingham, cork, felt)
+  among everyday objects (bottles, vases with flowers, fruit, phones, keys, candles, bowls, pencils,
+  clocks, napkins) that are background too, some of them tucked under the product.
 
 Everything here draws from its own generators, never the item's main one, so the classic path is
 untouched. The benchmark renderer (:mod:`backdrop.data.benchmark_build`) uses none of this.
@@ -37,8 +40,10 @@ FRAMINGS = ("normal", "small", "large", "off_centre", "cut")
 EXTRAS = ("texture", "print", "stripes", "sheen", "thin", "holes")
 _EXTRA_P = {"texture": 0.25, "print": 0.15, "stripes": 0.15, "sheen": 0.2, "thin": 0.3, "holes": 0.3}
 LOOK_SALT = 0x19B0AD  # issue 19, broad
-LOOK_FIELDS = ["stem", "background", "light", "framing", "extras", "clutter", "jpeg_quality", "subsampling",
-               "noise", "blur", "rescale", "perspective", "exposure"]
+SCENE_SALT = 0x19B05C  # tabletop scenes draw from their own generator: the other looks stay as they were
+SCENE_SHARE = 0.3      # share of items shot as a tabletop scene among household objects
+LOOK_FIELDS = ["stem", "background", "light", "framing", "extras", "clutter", "household", "jpeg_quality",
+               "subsampling", "noise", "blur", "rescale", "perspective", "exposure"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,12 @@ class Look:
     exposure: float        # gain
     gamma: float
     clutter: int = 0       # distractor objects beside the product (background)
+    household: int = 0     # everyday objects of a tabletop scene (background); 0 = no scene
 
     def row(self, stem: str) -> dict:
         return {"stem": stem, "background": self.background, "light": self.light, "framing": self.framing,
                 "extras": "+".join(self.extras) or "none", "clutter": self.clutter,
-                "jpeg_quality": self.jpeg_quality,
+                "household": self.household, "jpeg_quality": self.jpeg_quality,
                 "subsampling": ("4:4:4", "4:2:2", "4:2:0")[self.subsampling], "noise": round(self.noise, 2),
                 "blur": self.blur if self.blur == "none" else f"{self.blur}:{self.blur_px:.1f}",
                 "rescale": round(self.rescale, 2), "perspective": round(self.perspective, 3),
@@ -93,8 +99,12 @@ def draw_look(seed: int, index: int) -> Look:
     perspective = uniform(rng, 0.01, 0.04) if rng.random() < 0.3 else 0.0
     exposure, gamma = uniform(rng, 0.85, 1.15), uniform(rng, 0.85, 1.15)
     clutter = int(rng.integers(1, 5)) if rng.random() < 0.3 else 0
+    scene = np.random.default_rng([int(seed), int(index), SCENE_SALT])
+    household = int(scene.integers(2, 7)) if scene.random() < SCENE_SHARE else 0
+    if household and framing in ("normal", "large", "cut"):  # room on the table for the objects
+        framing = "small" if scene.random() < 0.4 else "off_centre"
     return Look(background, light, framing, extras, quality, subsampling, noise, blur, blur_px, rescale,
-                perspective, exposure, gamma, clutter)
+                perspective, exposure, gamma, clutter, household)
 
 
 def fill_range(look: Look) -> tuple[float, float]:
@@ -460,6 +470,165 @@ def add_clutter(rng, look: Look, bg: np.ndarray, coverage: np.ndarray) -> np.nda
     return np.asarray(img, np.float32)
 
 
+# ---------------------------------------------------------------------------------------------- tabletop
+
+def tabletop(rng, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) float32: a table covered in knit, gingham, cork or felt, lit from one side."""
+    yy = (np.arange(height, dtype=np.float32)[:, None] + 0.5)
+    xx = (np.arange(width, dtype=np.float32)[None, :] + 0.5)
+    base = _hsv(uniform(rng, 0, 1), uniform(rng, 0.05, 0.6), uniform(rng, 0.45, 0.95))
+    kind = int(rng.integers(4))
+    if kind == 0:  # knit: rows of V-shaped stitches
+        pitch = uniform(rng, 5, 14)
+        v = np.abs(((xx / pitch) % 1) - 0.5) * 2
+        tone = 1 + 0.12 * np.sin((yy / pitch + v) * 2 * math.pi)
+    elif kind == 1:  # gingham: two crossed bands of a second colour
+        pitch = uniform(rng, 12, 40)
+        bx, by = ((xx / pitch) % 2) < 1, ((yy / pitch) % 2) < 1
+        second = _hsv(uniform(rng, 0, 1), uniform(rng, 0.3, 0.8), uniform(rng, 0.3, 0.8))
+        mix = (bx.astype(np.float32) + by.astype(np.float32)) * np.float32(0.5)
+        return (base[None, None, :] * (1 - mix[..., None]) + second[None, None, :] * mix[..., None]) * \
+            np.float32(uniform(rng, 0.9, 1.05))
+    elif kind == 2:  # cork: speckles of darker and lighter grains
+        tone = 1 + _smooth_noise(rng, (height, width), max(8, min(width, height) // 6)) * np.float32(0.15)
+        tone = tone + rng.standard_normal((height, width)).astype(np.float32) * np.float32(0.06)
+        base = np.array([uniform(rng, 150, 200), uniform(rng, 110, 150), uniform(rng, 70, 100)], np.float32)
+    else:  # felt: soft fibrous noise
+        tone = 1 + _texture(rng, width, height) * np.float32(uniform(rng, 0.04, 0.1))
+    ang = uniform(rng, 0, 2 * math.pi)
+    light = 1 + np.float32(uniform(rng, 0.05, 0.2)) * ((xx / width - 0.5) * np.float32(math.cos(ang))
+                                                         + (yy / height - 0.5) * np.float32(math.sin(ang)))
+    return base[None, None, :] * (tone * light)[..., None]
+
+
+def _household_object(rng, draw, shade, x: float, y: float, s: float) -> None:
+    """One everyday object of size ~s centred at (x, y): its pixels on ``draw``, its footprint on ``shade``."""
+    c = tuple(int(v) for v in _hsv(uniform(rng, 0, 1), uniform(rng, 0.1, 0.9), uniform(rng, 0.15, 0.95)))
+    dark = tuple(int(v * 0.65) for v in c)
+    light = tuple(int(min(255, v * 1.3 + 30)) for v in c)
+    both = ((draw, None), (shade, 255))
+    kind = int(rng.integers(10))
+    if kind == 0:  # bottle: body, shoulder, neck, cap, a highlight
+        w, h = s * uniform(rng, 0.25, 0.4), s * uniform(rng, 0.8, 1.1)
+        for d, f in both:
+            d.rounded_rectangle((x - w / 2, y - h / 4, x + w / 2, y + h / 2), radius=w * 0.2, fill=f or c)
+            d.polygon([(x - w / 2, y - h / 4), (x - w / 6, y - h / 2.6), (x + w / 6, y - h / 2.6),
+                       (x + w / 2, y - h / 4)], fill=f or c)
+            d.rectangle((x - w / 6, y - h / 2, x + w / 6, y - h / 2.6), fill=f or dark)
+        draw.rectangle((x - w / 3, y - h / 6, x - w / 5, y + h / 2.4), fill=light)
+    elif kind == 1:  # vase with flowers: stems, petals around a centre
+        w, h = s * 0.3, s * 0.45
+        for _ in range(int(rng.integers(2, 5))):
+            fx, fy = x + uniform(rng, -s / 3, s / 3), y - h / 2 - uniform(rng, s * 0.15, s * 0.45)
+            petal = tuple(int(v) for v in _hsv(uniform(rng, 0, 1), uniform(rng, 0.4, 0.9), uniform(rng, 0.6, 1.0)))
+            r = s * uniform(rng, 0.05, 0.1)
+            for d, f in both:
+                d.line((x, y - h / 2, fx, fy), fill=f or (60, 120, 50), width=max(1, int(s * 0.02)))
+                for k in range(5):
+                    a = k * 2 * math.pi / 5
+                    d.ellipse((fx + math.cos(a) * r - r * 0.7, fy + math.sin(a) * r - r * 0.7,
+                               fx + math.cos(a) * r + r * 0.7, fy + math.sin(a) * r + r * 0.7), fill=f or petal)
+            draw.ellipse((fx - r * 0.5, fy - r * 0.5, fx + r * 0.5, fy + r * 0.5), fill=(240, 200, 40))
+        for d, f in both:
+            d.polygon([(x - w / 3, y - h / 2), (x + w / 3, y - h / 2), (x + w / 2, y + h / 2),
+                       (x - w / 2, y + h / 2)], fill=f or c)
+    elif kind == 2:  # fruit: one to three shaded rounds with a leaf
+        for _ in range(int(rng.integers(1, 4))):
+            r = s * uniform(rng, 0.15, 0.25)
+            fx, fy = x + uniform(rng, -s / 4, s / 4), y + uniform(rng, -s / 4, s / 4)
+            for d, f in both:
+                d.ellipse((fx - r, fy - r, fx + r, fy + r), fill=f or dark)
+            draw.ellipse((fx - r * 0.9, fy - r * 0.95, fx + r * 0.6, fy + r * 0.6), fill=c)
+            draw.ellipse((fx - r * 0.5, fy - r * 0.6, fx - r * 0.1, fy - r * 0.2), fill=light)
+            for d, f in both:
+                d.ellipse((fx, fy - r * 1.3, fx + r * 0.6, fy - r * 0.9), fill=f or (70, 140, 60))
+    elif kind == 3:  # phone: a dark slab with a lit screen
+        w, h = s * 0.4, s * 0.8
+        for d, f in both:
+            d.rounded_rectangle((x - w / 2, y - h / 2, x + w / 2, y + h / 2), radius=w * 0.15, fill=f or (25, 25, 30))
+        draw.rectangle((x - w * 0.42, y - h * 0.42, x + w * 0.42, y + h * 0.42), fill=light)
+    elif kind == 4:  # keys on a ring: thin parts
+        r, t = s * 0.15, max(2, int(s * 0.025))
+        metal = tuple(int(v) for v in np.full(3, uniform(rng, 120, 210)))
+        for d, f in both:
+            d.ellipse((x - r, y - r, x + r, y + r), outline=f or metal, width=t)
+            for _ in range(int(rng.integers(2, 4))):
+                a = uniform(rng, 0, 2 * math.pi)
+                kx, ky = x + math.cos(a) * r, y + math.sin(a) * r
+                ex, ey = kx + math.cos(a) * s * 0.35, ky + math.sin(a) * s * 0.35
+                d.ellipse((kx - r * 0.5, ky - r * 0.5, kx + r * 0.5, ky + r * 0.5), fill=f or metal)
+                d.line((kx, ky, ex, ey), fill=f or metal, width=t * 2)
+    elif kind == 5:  # candle: a pillar, its top and a flame
+        w, h = s * 0.35, s * 0.6
+        for d, f in both:
+            d.rectangle((x - w / 2, y - h / 2, x + w / 2, y + h / 2), fill=f or c)
+            d.ellipse((x - w / 2, y + h / 2 - w * 0.15, x + w / 2, y + h / 2 + w * 0.15), fill=f or c)
+            d.ellipse((x - w * 0.08, y - h / 2 - w * 0.45, x + w * 0.08, y - h / 2), fill=f or (255, 200, 80))
+        draw.ellipse((x - w / 2, y - h / 2 - w * 0.15, x + w / 2, y - h / 2 + w * 0.15), fill=light)
+    elif kind == 6:  # bowl seen from above: a rim and its darker inside
+        r = s * uniform(rng, 0.3, 0.45)
+        for d, f in both:
+            d.ellipse((x - r, y - r, x + r, y + r), fill=f or c)
+        draw.ellipse((x - r * 0.8, y - r * 0.8, x + r * 0.8, y + r * 0.8), fill=dark)
+    elif kind == 7:  # pencils: thin rods with a sharpened tip
+        for _ in range(int(rng.integers(1, 4))):
+            a = uniform(rng, 0, math.pi)
+            dx, dy = math.cos(a) * s * 0.45, math.sin(a) * s * 0.45
+            px, py = x + uniform(rng, -s / 5, s / 5), y + uniform(rng, -s / 5, s / 5)
+            w = max(2, int(s * 0.05))
+            for d, f in both:
+                d.line((px - dx, py - dy, px + dx * 0.8, py + dy * 0.8), fill=f or c, width=w)
+                d.line((px + dx * 0.8, py + dy * 0.8, px + dx, py + dy), fill=f or (225, 190, 150), width=max(1, w // 2))
+    elif kind == 8:  # clock: a rim, a face and two hands
+        r = s * 0.35
+        for d, f in both:
+            d.ellipse((x - r, y - r, x + r, y + r), fill=f or c)
+        draw.ellipse((x - r * 0.85, y - r * 0.85, x + r * 0.85, y + r * 0.85), fill=(245, 245, 240))
+        for a, ln in ((uniform(rng, 0, 2 * math.pi), 0.5), (uniform(rng, 0, 2 * math.pi), 0.75)):
+            draw.line((x, y, x + math.cos(a) * r * ln, y + math.sin(a) * r * ln), fill=(20, 20, 20),
+                      width=max(1, int(r * 0.06)))
+    else:  # a folded napkin with stripes
+        w, h = s * uniform(rng, 0.5, 0.8), s * uniform(rng, 0.35, 0.6)
+        for d, f in both:
+            d.rectangle((x - w / 2, y - h / 2, x + w / 2, y + h / 2), fill=f or light)
+        for k in range(int(rng.integers(2, 5))):
+            yy = y - h / 2 + h * (k + 1) / 6
+            draw.line((x - w / 2, yy, x + w / 2, yy), fill=c, width=max(1, int(h * 0.06)))
+
+
+def add_household(rng, look: Look, bg: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """A tabletop scene's everyday objects, each with its own soft shadow, most of them clear of the
+    product and some tucked under it (the product is composed over them). Background: never masked."""
+    from PIL import ImageDraw
+
+    if not look.household:
+        return bg
+    height, width = coverage.shape
+    keep_out = np.asarray(Image.fromarray((coverage > 0.02).astype(np.uint8) * 255).filter(
+        ImageFilter.BoxBlur(max(2, min(width, height) // 60)))) > 0
+    img = Image.fromarray(np.clip(bg + 0.5, 0, 255).astype(np.uint8), "RGB")
+    light = uniform(rng, 0, 2 * math.pi)
+    for _ in range(look.household):
+        s = min(width, height) * uniform(rng, 0.14, 0.4)
+        tucked = rng.random() < 0.25
+        for _try in range(12):
+            x, y = uniform(rng, 0, width), uniform(rng, 0, height)
+            box = keep_out[max(0, int(y - s / 2)):int(y + s / 2) + 1, max(0, int(x - s / 2)):int(x + s / 2) + 1]
+            if box.any() and not (tucked and not box.all()):
+                continue
+            layer, foot = img.copy(), Image.new("L", (width, height), 0)
+            _household_object(rng, ImageDraw.Draw(layer), ImageDraw.Draw(foot), x, y, s)
+            d = s * uniform(rng, 0.04, 0.1)
+            cast = foot.transform(foot.size, Image.Transform.AFFINE,
+                                  (1, 0, -d * math.cos(light), 0, 1, -d * math.sin(light)))
+            cast = cast.filter(ImageFilter.GaussianBlur(max(1.0, s * 0.05)))
+            img = Image.composite(Image.new("RGB", img.size, 0), img, cast.point(lambda v: v * 0.35))
+            img.paste(layer, (0, 0), foot)
+            keep_out[max(0, int(y - s / 2)):int(y + s / 2) + 1, max(0, int(x - s / 2)):int(x + s / 2) + 1] = True
+            break
+    return np.asarray(img, np.float32)
+
+
 def paste(canvas: np.ndarray, part: np.ndarray, x0: int, y0: int) -> np.ndarray:
     """Write ``part`` into ``canvas`` with its top-left at (x0, y0), clipped to the canvas."""
     h, w = part.shape[:2]
@@ -482,8 +651,9 @@ def compose(rng, look: Look, style: str, colour: np.ndarray, prod: np.ndarray,
         hi = cut_holes_and_add_thin_parts(rng, look, hi, 2)
         coverage = np.asarray(hi.reduce(2), np.float32) * np.float32(1 / 255)
     prod = decorate(rng, look, prod, colour, coverage, scale)
-    photo = cast_light(rng, look, add_clutter(rng, look, backdrop(rng, look, width, height, style, colour),
-                                              coverage), coverage)
+    scene = tabletop(rng, width, height) if look.household else backdrop(rng, look, width, height, style, colour)
+    photo = cast_light(rng, look, add_household(rng, look, add_clutter(rng, look, scene, coverage), coverage),
+                       coverage)
     a = coverage[..., None]
     photo = photo + (np.clip(prod, 0, 255) - photo) * a
     img, alpha = camera(rng, look, photo, coverage)
