@@ -8,8 +8,8 @@
 # Recipe (params.yaml `drop` / `prepare` / `train`): one training drop of FULL_N pairs (default drop.n,
 # 1200) mixing the synthetic renderer and real Fashion-MNIST train products by `drop.shares`, each drawn
 # with the broad per-seed studio/light/camera/product/framing variety (`drop.variety`) → 70/15/15 split;
-# U²-NetP fine-tuned from the official weights at 320 px with 2 Horovod processes, 3 epochs
-# progressively resized to 160 px then 9 at 320 px; `train.precision: auto` trains in bf16 where the
+# U²-NetP fine-tuned from the official weights at 320 px with 2 Horovod processes, 3 epochs at lr 1e-4
+# (encoder × 0.1); `train.precision: auto` trains in bf16 where the
 # CPU (AMX, AVX512-BF16) or GPU runs it natively, fp32 elsewhere (slower: a 320 px step is 2.2–2.7×
 # faster in bf16, bench/precision_bench.py).
 # Timing: the wall time of data + pipeline goes to bench/results/train_full_timing.json.
