@@ -411,6 +411,15 @@ def cut_holes_and_add_thin_parts(rng, look: Look, hi: Image.Image, ss: int) -> I
     return out
 
 
+def _set_table(bg: np.ndarray, coverage: np.ndarray, margin_div: int) -> tuple[np.ndarray, Image.Image]:
+    """Where objects may not stand (the product widened by min side / ``margin_div``) and the 8-bit
+    backdrop they are drawn on."""
+    height, width = coverage.shape
+    keep_out = np.asarray(Image.fromarray((coverage > 0.02).astype(np.uint8) * 255).filter(
+        ImageFilter.BoxBlur(max(2, min(width, height) // margin_div)))) > 0
+    return keep_out, Image.fromarray(np.clip(bg + 0.5, 0, 255).astype(np.uint8), "RGB")
+
+
 def add_clutter(rng, look: Look, bg: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     """Abstract distractors (shaded blocks, balls, rods, rings, cylinders) on the backdrop, clear of
     the product, each with a soft shadow. They are background: the mask never includes them."""
@@ -419,9 +428,7 @@ def add_clutter(rng, look: Look, bg: np.ndarray, coverage: np.ndarray) -> np.nda
     if not look.clutter:
         return bg
     height, width = coverage.shape
-    keep_out = np.asarray(Image.fromarray((coverage > 0.02).astype(np.uint8) * 255).filter(
-        ImageFilter.BoxBlur(max(2, min(width, height) // 40)))) > 0
-    img = Image.fromarray(np.clip(bg + 0.5, 0, 255).astype(np.uint8), "RGB")
+    keep_out, img = _set_table(bg, coverage, 40)
     for _ in range(look.clutter):
         s = min(width, height) * uniform(rng, 0.08, 0.25)
         for _try in range(10):
@@ -604,9 +611,7 @@ def add_household(rng, look: Look, bg: np.ndarray, coverage: np.ndarray) -> np.n
     if not look.household:
         return bg
     height, width = coverage.shape
-    keep_out = np.asarray(Image.fromarray((coverage > 0.02).astype(np.uint8) * 255).filter(
-        ImageFilter.BoxBlur(max(2, min(width, height) // 60)))) > 0
-    img = Image.fromarray(np.clip(bg + 0.5, 0, 255).astype(np.uint8), "RGB")
+    keep_out, img = _set_table(bg, coverage, 60)
     light = uniform(rng, 0, 2 * math.pi)
     for _ in range(look.household):
         s = min(width, height) * uniform(rng, 0.14, 0.4)
