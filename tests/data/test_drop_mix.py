@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from backdrop.cli import app
@@ -28,7 +29,9 @@ from backdrop.data.synth.variety import (
     FRAMINGS,
     LIGHTS,
     SCENE_SHARE,
+    STRAPS_SHARE,
     add_household,
+    cut_strap_gaps,
     draw_look,
     tabletop,
 )
@@ -170,6 +173,48 @@ def test_broad_holes_let_the_background_through_and_framing_can_cut_the_product(
     cut = next(i for i in range(300) if draw_look(9, i).framing == "cut")
     c = np.asarray(render_item(9, cut, variety="broad", **TINY)[1]) > 0
     assert c[0].any() or c[-1].any() or c[:, 0].any() or c[:, -1].any()
+
+
+def _gaps_across(mask: np.ndarray) -> int:
+    """Most background runs strictly inside the product along any row or column: see-through gaps."""
+    def runs(line: np.ndarray) -> int:
+        on = np.nonzero(line)[0]
+        if on.size < 2:
+            return 0
+        inner = line[on[0]:on[-1] + 1]
+        return int(((inner[1:] == 0) & (inner[:-1] != 0)).sum())
+    return max(max(runs(r) for r in mask), max(runs(c) for c in mask.T))
+
+
+def test_strap_gaps_cut_parallel_see_through_gaps_deterministically():
+    """A solid disc comes out with 2-6 background gaps across it, the same ones for the same seed;
+    a product too small to cut is left whole."""
+    yy, xx = np.mgrid[:400, :400]
+    disc = Image.fromarray(((((xx - 200) / 150) ** 2 + ((yy - 200) / 150) ** 2 < 1) * 255).astype(np.uint8), "L")
+    area = np.asarray(disc) > 127
+    outs = [np.asarray(cut_strap_gaps(np.random.default_rng(s), disc, 2)) for s in range(12)]
+    for s, out in enumerate(outs):
+        assert np.array_equal(out, np.asarray(cut_strap_gaps(np.random.default_rng(s), disc, 2)))
+        kept = (out > 127) & area
+        assert not ((out > 127) & ~area).any()                 # only removes product, adds nothing
+        assert 0.6 <= kept.sum() / area.sum() < 1.0
+        assert _gaps_across(out > 127) >= 1                   # background between straps
+    assert len({out.tobytes() for out in outs}) == len(outs)   # angle, widths and layout vary per draw
+    assert max(_gaps_across(out > 127) for out in outs) >= 3
+    speck = Image.fromarray(((np.abs(yy - 200) < 6) & (np.abs(xx - 200) < 6)).astype(np.uint8) * 255, "L")
+    assert all(cut_strap_gaps(np.random.default_rng(s), speck, 2) is speck for s in range(5))
+
+
+def test_broad_straps_are_their_own_draw_and_show_the_background_between_straps():
+    """About STRAPS_SHARE of the looks carry straps; a rendered item with them has background
+    runs inside its silhouette."""
+    looks = [draw_look(3, i) for i in range(400)]
+    share = sum("straps" in lk.extras for lk in looks) / len(looks)
+    assert abs(share - STRAPS_SHARE) < 0.06
+    i = next(i for i in range(300) if draw_look(9, i).extras == ("straps",) and draw_look(9, i).framing == "normal"
+             and not draw_look(9, i).household)
+    photo, mask, _ = render_item(9, i, variety="broad", min_side=400, max_side=480)
+    assert _gaps_across(np.asarray(mask) > 0) >= 2
 
 
 # ----------------------------------------------------------------------------------- the mix

@@ -10,7 +10,8 @@ both training renderers draw a :class:`Look` per item from ``default_rng([seed, 
 - camera: JPEG quality 60-98 with 4:4:4 / 4:2:2 / 4:2:0 chroma, sensor noise (some of it chroma),
   defocus or motion blur, downscale-then-upscale, slight perspective, exposure and gamma;
 - product extras: fine texture, a graphic print, stripes, sheen, thin parts (handles, laces), holes
-  where the background shows through;
+  where the background shows through, and straps: a row of parallel see-through gaps cut across the
+  product (sandal straps, a cage back, fringe), slots closed at both ends or straps free at one;
 - framing: normal, small or large fill, off-centre, cut by the frame edge;
 - clutter: abstract distractors beside the product (blocks, balls, rods, rings, cylinders) that are
   background, so the model learns that the garment, not the most salient object, is the product;
@@ -37,9 +38,11 @@ VARIETIES = ("classic", "broad")
 BACKGROUNDS = ("flat", "gradient", "sweep", "textured", "coloured", "vignetted", "tone")
 LIGHTS = ("none", "soft", "contact", "hard", "touching")
 FRAMINGS = ("normal", "small", "large", "off_centre", "cut")
-EXTRAS = ("texture", "print", "stripes", "sheen", "thin", "holes")
+EXTRAS = ("texture", "print", "stripes", "sheen", "thin", "holes", "straps")
 _EXTRA_P = {"texture": 0.25, "print": 0.15, "stripes": 0.15, "sheen": 0.2, "thin": 0.3, "holes": 0.3}
 LOOK_SALT = 0x19B0AD  # issue 19, broad
+STRAPS_SALT = 0x19B057  # straps draw from their own generator too: the other looks stay as they were
+STRAPS_SHARE = 0.25     # share of items cut into straps (the champion filled the gaps between sandal straps)
 SCENE_SALT = 0x19B05C  # tabletop scenes draw from their own generator: the other looks stay as they were
 SCENE_SHARE = 0.3      # share of items shot as a tabletop scene among household objects
 LOOK_FIELDS = ["stem", "background", "light", "framing", "extras", "clutter", "household", "jpeg_quality",
@@ -88,7 +91,9 @@ def draw_look(seed: int, index: int) -> Look:
     background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
     light = LIGHTS[int(rng.integers(len(LIGHTS)))]
     framing = FRAMINGS[int(rng.choice(len(FRAMINGS), p=[0.4, 0.15, 0.15, 0.15, 0.15]))]
-    extras = tuple(e for e in EXTRAS if rng.random() < _EXTRA_P[e])
+    extras = tuple(e for e in _EXTRA_P if rng.random() < _EXTRA_P[e])
+    if np.random.default_rng([int(seed), int(index), STRAPS_SALT]).random() < STRAPS_SHARE:
+        extras += ("straps",)
     quality = int(rng.integers(60, 99))
     subsampling = int(rng.choice(3, p=[0.25, 0.25, 0.5]))
     noise = uniform(rng, 0.5, 5.0)
@@ -356,13 +361,53 @@ def decorate(rng, look: Look, prod: np.ndarray, colour: np.ndarray, coverage: np
     return prod.astype(np.float32)
 
 
+def cut_strap_gaps(rng, hi: Image.Image, ss: int) -> Image.Image:
+    """Cut 2-6 parallel see-through gaps across a supersampled coverage image (L, 255 = product), at
+    a random angle: slots closed at both ends, or gaps open on one side so the straps between them
+    hang free from the rest of the product (a sandal's straps from its sole). Returns the edited
+    image, or ``hi`` itself when the cut would take more than 40 % of the product."""
+    cover = np.asarray(hi)
+    inside = cover > 127                                               # (H*ss, W*ss)
+    ys, xs = np.nonzero(inside)
+    if ys.size < 50 * ss * ss:
+        return hi
+    ang = uniform(rng, 0, math.pi)
+    c, s = np.float32(math.cos(ang)), np.float32(math.sin(ang))
+    size = float(max(xs.max() - xs.min(), ys.max() - ys.min()))
+    gap, strap = uniform(rng, 0.02, 0.05) * size, uniform(rng, 0.03, 0.08) * size
+    gap = max(gap, 3.0 * ss)                                           # >= 3 px at the photo's size
+    u_in, v_in = xs * c + ys * s, ys * c - xs * s
+    umin, umax, vmin, vmax = float(u_in.min()), float(u_in.max()), float(v_in.min()), float(v_in.max())
+    k = min(int(rng.integers(2, 7)), int((umax - umin - strap) // (gap + strap)))
+    if k < 2:
+        return hi
+    u0 = uniform(rng, umin + strap, umax - k * (gap + strap) + gap)
+    yy, xx = np.mgrid[0:cover.shape[0], 0:cover.shape[1]].astype(np.float32)
+    u, v = xx * c + yy * s - np.float32(u0), yy * c - xx * s
+    period = np.float32(gap + strap)
+    cut = (u >= 0) & (u < k * period) & (np.mod(u, period) < gap)
+    margin = uniform(rng, 0.03, 0.08) * size
+    if rng.random() < 0.5:  # slots: closed at both ends, inside the product by a margin
+        room = np.asarray(hi.filter(ImageFilter.BoxBlur(max(1.0, margin)))) >= 250
+        cut &= room
+    else:                   # straps free at one end: the gaps run out through the product's edge
+        start = vmin + uniform(rng, 0.25, 0.6) * (vmax - vmin)
+        cut &= (v >= start) if rng.random() < 0.5 else (v <= vmax + vmin - start)
+    removed = int((cut & inside).sum())
+    if removed > 0.4 * ys.size or removed < 0.02 * ys.size:
+        return hi
+    return Image.fromarray(np.where(cut, 0, cover).astype(np.uint8), "L")
+
+
 def cut_holes_and_add_thin_parts(rng, look: Look, hi: Image.Image, ss: int) -> Image.Image:
     """Edit a supersampled coverage image (L, 255 = product): see-through holes inside the product,
-    thin straps / laces / handles leaving it. Returns the edited image."""
+    strap gaps across it, thin straps / laces / handles leaving it. Returns the edited image."""
     from PIL import ImageDraw
 
-    if not ({"holes", "thin"} & set(look.extras)):
+    if not ({"holes", "thin", "straps"} & set(look.extras)):
         return hi
+    if "straps" in look.extras:
+        hi = cut_strap_gaps(rng, hi, ss)
     inside = np.asarray(hi.reduce(ss)) > 127
     ys, xs = np.nonzero(inside)
     if ys.size < 50:
@@ -650,7 +695,7 @@ def compose(rng, look: Look, style: str, colour: np.ndarray, prod: np.ndarray,
     ``prod`` (H, W, 3) is the product's pixels over the whole frame (outside the product: its plain
     colour, which added straps take), ``coverage`` (H, W) its soft coverage in 0..1."""
     height, width = coverage.shape
-    if {"holes", "thin"} & set(look.extras):  # edited at 2x so the new edges are antialiased too
+    if {"holes", "thin", "straps"} & set(look.extras):  # edited at 2x so the new edges are antialiased too
         hi = Image.fromarray(np.clip(coverage * 255 + 0.5, 0, 255).astype(np.uint8), "L").resize(
             (width * 2, height * 2), Image.Resampling.BILINEAR)
         hi = cut_holes_and_add_thin_parts(rng, look, hi, 2)
