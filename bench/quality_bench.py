@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         print("out-of-distribution benchmark (served path, test part): " + ", ".join(
             f"{name} {m['ood_iou_mean']:.4f} ({m['ood_share_ge_099']:.1%} ≥ 0.99)" for name, m in ood["models"].items()))
         print(f"issue 19 targets: {ood['targets']}")
+        print("champion − stock by class: " + ", ".join(
+            f"{k} {v['mean']:+.4f} ({v['n']})" for k, v in ood["champion_minus_stock_by_class"].items()))
     print(f"targets: {checks} → {'met' if result['target_met'] else 'NOT met'}; wrote {args.out}")
     return 0
 
@@ -238,13 +240,16 @@ def ood_section(params, model: str, limit: int) -> dict | None:
     """The champion and the stock U²-NetP through the same served path (`backdrop remove`'s engine,
     precision, zoom, refinement) on the test part of every frozen benchmark set (`evaluate.benchmarks`),
     at each photo's own size, overall and per style, with issue 19's targets: the champion above the
-    stock model in mean IoU and in the share ≥ 0.99 in every style; mean ≥ 0.994; ≥ 95 % ≥ 0.99."""
+    stock model in mean IoU and in the share ≥ 0.99 in every style; mean ≥ 0.994; ≥ 95 % ≥ 0.99.
+    Per photo, both IoUs and predicted/true area (where the champion loses, it over-fills), with the
+    class mean of champion − stock and the ten largest losses."""
     from backdrop.cli.data import ood_metrics
     from backdrop.config import resolve
     from backdrop.data.benchmark import BenchmarkError, load_benchmark
+    from backdrop.io import read_csv
     from backdrop.serving.scoring import EvalPhoto, score, served_segmenter
 
-    photos, style = [], {}
+    photos, style, kind = [], {}, {}
     for directory in params.evaluate.benchmarks:
         try:
             b = load_benchmark(resolve(directory), "test")
@@ -255,6 +260,9 @@ def ood_section(params, model: str, limit: int) -> dict | None:
         photos += [EvalPhoto(b.name, r["id"], f"{b.name}/{r['style']}", None, (lambda r=r, b=b: b.load(r)))
                    for r in chosen]
         style.update({(b.name, r["id"]): r["style"] for r in chosen})
+        sources = b.root / "sources.csv"
+        if sources.is_file():
+            kind.update({(b.name, r["id"]): r["class_name"] for r in read_csv(sources)})
     if not photos:
         return None
     models = {"champion": model, "stock": "official:u2netp"}
@@ -274,9 +282,22 @@ def ood_section(params, model: str, limit: int) -> dict | None:
         "mean_iou_ge_0_994": champ["ood_iou_mean"] >= 0.994,
         "share_ge_099_at_least_95pct": champ["ood_share_ge_099"] >= 0.95,
     }
+    per_photo = [{"set": c["set"], "id": c["id"], "style": c["style"], "class": kind.get((c["set"], c["id"]), ""),
+                  **{name: round(r["iou"], 5) for name, r in (("champion", c), ("stock", s))},
+                  # predicted area / true area: > 1 paints background as product (filled gaps, shadows)
+                  **{f"{name}_area_ratio": round((r["tp"] + r["fp"]) / max(r["tp"] + r["fn"], 1), 4)
+                     for name, r in (("champion", c), ("stock", s))}}
+                 for c, s in zip(scored["champion"], scored["stock"], strict=True)]  # c: champion row, s: stock row
+    by_class = {}
+    for row in per_photo:
+        by_class.setdefault(row["class"] or row["style"], []).append(row["champion"] - row["stock"])
     return {"sets": [str(d) for d in params.evaluate.benchmarks], "part": "test", "n": len(photos),
             "path": "served (remove.engine, serve.precision, zoom, serve.refine, clean edges as configured)",
-            "models": metrics, "targets": targets_19, "target_met": all(targets_19.values())}
+            "models": metrics, "targets": targets_19, "target_met": all(targets_19.values()),
+            "champion_minus_stock_by_class": {k: {"n": len(v), "mean": round(float(np.mean(v)), 5)}
+                                              for k, v in sorted(by_class.items())},
+            "largest_losses": sorted(per_photo, key=lambda r: r["champion"] - r["stock"])[:10],
+            "per_photo": per_photo}
 
 
 if __name__ == "__main__":

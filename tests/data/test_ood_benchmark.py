@@ -212,3 +212,36 @@ def test_cli_scores_the_stock_model_on_the_benchmark_through_the_served_path(ben
     assert "ood_iou_mean" in result.output
     missing = CliRunner().invoke(app, ["data", "benchmark-score", "--bench", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "backdrop data benchmark" in missing.output
+
+
+def test_quality_bench_scores_champion_and_stock_per_photo_on_the_benchmark(bench):
+    """bench/quality_bench.py's benchmark section: both models on the same test photos, per photo with
+    its class and predicted/true area, class means of champion − stock, and issue 19's targets. The
+    stock model as its own challenger ties everywhere, so it is not above stock in any style."""
+    import importlib.util
+
+    from backdrop.config import load_params
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("quality_bench", REPO / "bench/quality_bench.py")
+    quality_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality_bench)
+    params = load_params(REPO / "params.yaml")
+    params = params.model_copy(update={"evaluate": params.evaluate.model_copy(update={"benchmarks": [str(bench)]})})
+    ood = quality_bench.ood_section(params, "official:u2netp", 0)
+
+    test_rows = [r for r in _rows(bench / "index.csv") if r["part"] == "test"]
+    classes = {r["id"]: r["class_name"] for r in _rows(bench / "sources.csv")}
+    assert ood["n"] == len(test_rows) == len(ood["per_photo"])
+    assert [(r["id"], r["style"], r["class"]) for r in ood["per_photo"]] == [
+        (r["id"], r["style"], classes[r["id"]]) for r in test_rows]
+    for row in ood["per_photo"]:
+        assert row["champion"] == row["stock"] and 0 <= row["champion"] <= 1
+        assert row["champion_area_ratio"] == row["stock_area_ratio"] >= 0
+    assert ood["models"]["champion"] == ood["models"]["stock"]
+    assert ood["models"]["stock"]["ood_iou_mean"] == pytest.approx(np.mean([r["stock"] for r in ood["per_photo"]]))
+    by_class = ood["champion_minus_stock_by_class"]
+    assert set(by_class) == {classes[r["id"]] for r in test_rows}
+    assert sum(v["n"] for v in by_class.values()) == ood["n"] and all(v["mean"] == 0 for v in by_class.values())
+    assert len(ood["largest_losses"]) == min(10, ood["n"])
+    assert ood["targets"]["above_stock_in_every_style"] is False and ood["target_met"] is False
