@@ -187,7 +187,7 @@ def _gaps_across(mask: np.ndarray) -> int:
 
 
 def test_strap_gaps_cut_parallel_see_through_gaps_deterministically():
-    """A solid disc comes out with 2-6 background gaps across it, the same ones for the same seed;
+    """A solid disc comes out with 2-5 background gaps across it, the same ones for the same seed;
     a product too small to cut is left whole."""
     yy, xx = np.mgrid[:400, :400]
     disc = Image.fromarray(((((xx - 200) / 150) ** 2 + ((yy - 200) / 150) ** 2 < 1) * 255).astype(np.uint8), "L")

@@ -10,8 +10,9 @@ both training renderers draw a :class:`Look` per item from ``default_rng([seed, 
 - camera: JPEG quality 60-98 with 4:4:4 / 4:2:2 / 4:2:0 chroma, sensor noise (some of it chroma),
   defocus or motion blur, downscale-then-upscale, slight perspective, exposure and gamma;
 - product extras: fine texture, a graphic print, stripes, sheen, thin parts (handles, laces), holes
-  where the background shows through, and straps: a row of parallel see-through gaps cut across the
-  product (sandal straps, a cage back, fringe), slots closed at both ends or straps free at one;
+  where the background shows through, and straps: a few see-through gaps of their own widths, tilts
+  and curves cut across the product (sandal straps, a cage back, fringe), slots closed at both ends
+  or straps free at one;
 - framing: normal, small or large fill, off-centre, cut by the frame edge;
 - clutter: abstract distractors beside the product (blocks, balls, rods, rings, cylinders) that are
   background, so the model learns that the garment, not the most salient object, is the product;
@@ -42,7 +43,7 @@ EXTRAS = ("texture", "print", "stripes", "sheen", "thin", "holes", "straps")
 _EXTRA_P = {"texture": 0.25, "print": 0.15, "stripes": 0.15, "sheen": 0.2, "thin": 0.3, "holes": 0.3}
 LOOK_SALT = 0x19B0AD  # issue 19, broad
 STRAPS_SALT = 0x19B057  # straps draw from their own generator too: the other looks stay as they were
-STRAPS_SHARE = 0.25     # share of items cut into straps (the champion filled the gaps between sandal straps)
+STRAPS_SHARE = 0.2      # share of items cut into straps (the champion filled the gaps between sandal straps)
 SCENE_SALT = 0x19B05C  # tabletop scenes draw from their own generator: the other looks stay as they were
 SCENE_SHARE = 0.3      # share of items shot as a tabletop scene among household objects
 LOOK_FIELDS = ["stem", "background", "light", "framing", "extras", "clutter", "household", "jpeg_quality",
@@ -362,37 +363,48 @@ def decorate(rng, look: Look, prod: np.ndarray, colour: np.ndarray, coverage: np
 
 
 def cut_strap_gaps(rng, hi: Image.Image, ss: int) -> Image.Image:
-    """Cut 2-6 parallel see-through gaps across a supersampled coverage image (L, 255 = product), at
-    a random angle: slots closed at both ends, or gaps open on one side so the straps between them
-    hang free from the rest of the product (a sandal's straps from its sole). Returns the edited
-    image, or ``hi`` itself when the cut would take more than 40 % of the product."""
+    """Cut 2-5 see-through gaps across a supersampled coverage image (L, 255 = product), so what is
+    left between them reads as straps: slots closed at both ends, or gaps open on one side so the
+    straps hang free from the rest of the product (a sandal's straps from its sole). Each gap has its
+    own width, a slight tilt off the others and a gentle curve: a regular grille of parallel slats
+    taught the model that any striped surface (wood grain, tile joints) is product. Returns the edited
+    image, or ``hi`` itself when the cut would take more than 40 % of the product or almost none."""
     cover = np.asarray(hi)
     inside = cover > 127                                               # (H*ss, W*ss)
     ys, xs = np.nonzero(inside)
     if ys.size < 50 * ss * ss:
         return hi
-    ang = uniform(rng, 0, math.pi)
-    c, s = np.float32(math.cos(ang)), np.float32(math.sin(ang))
     size = float(max(xs.max() - xs.min(), ys.max() - ys.min()))
-    gap, strap = uniform(rng, 0.02, 0.05) * size, uniform(rng, 0.03, 0.08) * size
-    gap = max(gap, 3.0 * ss)                                           # >= 3 px at the photo's size
+    ang = uniform(rng, 0, math.pi)
+    c, s = math.cos(ang), math.sin(ang)
     u_in, v_in = xs * c + ys * s, ys * c - xs * s
     umin, umax, vmin, vmax = float(u_in.min()), float(u_in.max()), float(v_in.min()), float(v_in.max())
-    k = min(int(rng.integers(2, 7)), int((umax - umin - strap) // (gap + strap)))
-    if k < 2:
+    k = int(rng.integers(2, 6))
+    gaps = [max(uniform(rng, 0.015, 0.06) * size, 3.0 * ss) for _ in range(k)]  # >= 3 px at the photo's size
+    straps = [uniform(rng, 0.03, 0.12) * size for _ in range(k - 1)]
+    span = sum(gaps) + sum(straps)
+    if span > umax - umin - 0.1 * size:
         return hi
-    u0 = uniform(rng, umin + strap, umax - k * (gap + strap) + gap)
+    start = uniform(rng, umin + 0.05 * size, umax - 0.05 * size - span)
     yy, xx = np.mgrid[0:cover.shape[0], 0:cover.shape[1]].astype(np.float32)
-    u, v = xx * c + yy * s - np.float32(u0), yy * c - xx * s
-    period = np.float32(gap + strap)
-    cut = (u >= 0) & (u < k * period) & (np.mod(u, period) < gap)
-    margin = uniform(rng, 0.03, 0.08) * size
+    cx, cy = float(xs.mean()), float(ys.mean())
+    cut = np.zeros(cover.shape, bool)
+    for i, g in enumerate(gaps):
+        mid = start + sum(gaps[:i]) + sum(straps[:i]) + g / 2          # the gap's centre along the row
+        ox, oy = cx + (mid - (cx * c + cy * s)) * c, cy + (mid - (cx * c + cy * s)) * s
+        tilt = ang + uniform(rng, -0.2, 0.2)
+        ct, st = np.float32(math.cos(tilt)), np.float32(math.sin(tilt))
+        along = (yy - np.float32(oy)) * ct - (xx - np.float32(ox)) * st
+        bend = np.float32(uniform(rng, 0.0, 0.03) * size) * np.sin(along / np.float32(uniform(rng, 0.1, 0.3) * size)
+                                                                   + np.float32(uniform(rng, 0, 2 * math.pi)))
+        cut |= np.abs((xx - np.float32(ox)) * ct + (yy - np.float32(oy)) * st - bend) < np.float32(g / 2)
+    v = yy * np.float32(c) - xx * np.float32(s)
     if rng.random() < 0.5:  # slots: closed at both ends, inside the product by a margin
-        room = np.asarray(hi.filter(ImageFilter.BoxBlur(max(1.0, margin)))) >= 250
-        cut &= room
+        margin = uniform(rng, 0.03, 0.08) * size
+        cut &= np.asarray(hi.filter(ImageFilter.BoxBlur(max(1.0, margin)))) >= 250
     else:                   # straps free at one end: the gaps run out through the product's edge
-        start = vmin + uniform(rng, 0.25, 0.6) * (vmax - vmin)
-        cut &= (v >= start) if rng.random() < 0.5 else (v <= vmax + vmin - start)
+        cut_from = vmin + uniform(rng, 0.25, 0.6) * (vmax - vmin)
+        cut &= (v >= cut_from) if rng.random() < 0.5 else (v <= vmax + vmin - cut_from)
     removed = int((cut & inside).sum())
     if removed > 0.4 * ys.size or removed < 0.02 * ys.size:
         return hi
