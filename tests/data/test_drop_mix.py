@@ -186,7 +186,7 @@ def _gaps_across(mask: np.ndarray) -> int:
     return max(max(runs(r) for r in mask), max(runs(c) for c in mask.T))
 
 
-def test_strap_gaps_cut_parallel_see_through_gaps_deterministically():
+def test_strap_gaps_cut_see_through_gaps_deterministically():
     """A solid disc comes out with 2-5 background gaps across it, the same ones for the same seed;
     a product too small to cut is left whole."""
     yy, xx = np.mgrid[:400, :400]
