@@ -282,12 +282,15 @@ def ood_section(params, model: str, limit: int) -> dict | None:
         "mean_iou_ge_0_994": champ["ood_iou_mean"] >= 0.994,
         "share_ge_099_at_least_95pct": champ["ood_share_ge_099"] >= 0.95,
     }
-    per_photo = [{"set": c["set"], "id": c["id"], "style": c["style"], "class": kind.get((c["set"], c["id"]), ""),
-                  **{name: round(r["iou"], 5) for name, r in (("champion", c), ("stock", s))},
-                  # predicted area / true area: > 1 paints background as product (filled gaps, shadows)
-                  **{f"{name}_area_ratio": round((r["tp"] + r["fp"]) / max(r["tp"] + r["fn"], 1), 4)
-                     for name, r in (("champion", c), ("stock", s))}}
-                 for c, s in zip(scored["champion"], scored["stock"], strict=True)]  # c: champion row, s: stock row
+    per_photo = []
+    for champ_row, stock_row in zip(scored["champion"], scored["stock"], strict=True):
+        row = {"set": champ_row["set"], "id": champ_row["id"], "style": champ_row["style"],
+               "class": kind.get((champ_row["set"], champ_row["id"]), "")}
+        for name, r in (("champion", champ_row), ("stock", stock_row)):
+            row[name] = round(r["iou"], 5)
+            # predicted area / true area: > 1 paints background as product (filled gaps, shadows)
+            row[f"{name}_area_ratio"] = round((r["tp"] + r["fp"]) / max(r["tp"] + r["fn"], 1), 4)
+        per_photo.append(row)
     by_class = {}
     for row in per_photo:
         by_class.setdefault(row["class"] or row["style"], []).append(row["champion"] - row["stock"])

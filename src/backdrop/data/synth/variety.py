@@ -398,11 +398,11 @@ def cut_strap_gaps(rng, hi: Image.Image, ss: int) -> Image.Image:
         bend = np.float32(uniform(rng, 0.0, 0.03) * size) * np.sin(along / np.float32(uniform(rng, 0.1, 0.3) * size)
                                                                    + np.float32(uniform(rng, 0, 2 * math.pi)))
         cut |= np.abs((xx - np.float32(ox)) * ct + (yy - np.float32(oy)) * st - bend) < np.float32(g / 2)
-    v = yy * np.float32(c) - xx * np.float32(s)
     if rng.random() < 0.5:  # slots: closed at both ends, inside the product by a margin
         margin = uniform(rng, 0.03, 0.08) * size
         cut &= np.asarray(hi.filter(ImageFilter.BoxBlur(max(1.0, margin)))) >= 250
     else:                   # straps free at one end: the gaps run out through the product's edge
+        v = yy * np.float32(c) - xx * np.float32(s)
         cut_from = vmin + uniform(rng, 0.25, 0.6) * (vmax - vmin)
         cut &= (v >= cut_from) if rng.random() < 0.5 else (v <= vmax + vmin - cut_from)
     removed = int((cut & inside).sum())
