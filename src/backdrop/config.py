@@ -350,6 +350,8 @@ class TrainParams(_Section):
     select_benchmarks: list[str] = []            # frozen benchmark sets whose val part picks model.pt with the
                                                  # val split (issue 19: never the training renderer's val alone)
     select_benchmark_weight: float = Field(0.5, ge=0, le=1)  # selection score = (1 − w)·val IoU + w·benchmark IoU
+    wise_alphas: list[float] = []                # WiSE-FT: after training, model.pt = the best-scoring
+                                                 # (1 − α)·official + α·fine-tuned of these α (and 1); [] = off
 
     @model_validator(mode="after")
     def _scale(self) -> TrainParams:
@@ -360,6 +362,10 @@ class TrainParams(_Section):
             raise ValueError("low_res_size must be a multiple of 32 (>= 32) when low_res_epochs > 0")
         if self.distill_weight and self.init != "official":
             raise ValueError("distill_weight distils the official weights' maps: it needs init: official")
+        if any(not 0 <= a <= 1 for a in self.wise_alphas):
+            raise ValueError(f"wise_alphas must lie in [0, 1] (0 = the official weights): {self.wise_alphas}")
+        if self.wise_alphas and self.init != "official":
+            raise ValueError("wise_alphas blends the fine-tune with the official weights: it needs init: official")
         return self
 
 

@@ -1,9 +1,11 @@
 """train: the stage. One process trains in-process; `train.processes > 1` (or `--np N`) starts that
 many data-parallel workers through the launcher (`backdrop.training.launcher`), each running the same
-loop (`backdrop.training.loop`)."""
+loop (`backdrop.training.loop`). Then, with `train.wise_alphas`, this process blends the fine-tune
+with the official weights (`backdrop.training.wise`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from backdrop.config import Params
@@ -15,13 +17,19 @@ if TYPE_CHECKING:
 
 def train(params: Params, resume: bool = False, *, dist: Dist | None = None,
           hosts: str | None = None) -> TrainResult:
-    """Train per params; with `train.processes > 1` (and no `dist`) launch that many workers."""
-    if dist is None:
-        if params.train.processes > 1:
-            from backdrop.training.launcher import launch
+    """Train per params; with `train.processes > 1` (and no `dist`) launch that many workers. A worker
+    (`dist` given) only trains; the process that started the run blends (`train.wise_alphas`)."""
+    if dist is not None:
+        return run(params, resume, dist)
+    if params.train.processes > 1:
+        from backdrop.training.launcher import launch
 
-            return launch(params, resume=resume, hosts=hosts)
+        result = launch(params, resume=resume, hosts=hosts)
+    else:
         from backdrop.distributed import Dist
 
-        dist = Dist()
-    return run(params, resume, dist)
+        result = run(params, resume, Dist())
+    from backdrop.training.wise import blend
+
+    report = blend(params, result.run_id)
+    return result if report is None else replace(result, best_val_iou=report["val_iou_mean"])

@@ -26,10 +26,11 @@ CHECKPOINT_FORMAT = 2
 
 
 # train params that do not change what is learned (a checkpoint stays valid across them)
-FINGERPRINT_IGNORES = {"out_dir", "num_threads", "processes", "backend", "device", "overlay_every"}
+FINGERPRINT_IGNORES = {"out_dir", "num_threads", "processes", "backend", "device", "overlay_every",
+                       "wise_alphas"}  # the blend after training (training.wise) starts from finetuned.pt
 
 
-_OUTPUTS = ("checkpoint.pt", "model.pt", "history.json", "run.json", "result.json")
+_OUTPUTS = ("checkpoint.pt", "model.pt", "history.json", "run.json", "result.json", "finetuned.pt", "wise.json")
 
 
 # The code that changes what is learned: the loop, sampling, augmentation, losses, the comms/SyncBN

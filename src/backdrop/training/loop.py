@@ -192,11 +192,14 @@ class _Data:
                 *((self.bench_x, self.bench_y) if len(self.bench_x) else ())]
 
 
-def _load_data(params: Params) -> _Data:
+def load_data(params: Params, train: bool = True) -> _Data:
+    """The arrays of one run; `train=False` leaves the training pairs empty (scoring only: WiSE-FT)."""
     prepared = resolve(params.prepare.out_dir)
     rows = split_rows(params)
-    train_x, train_y = load_arrays(prepared, rows["train"])
-    crops = load_arrays(prepared, rows["train"], crops=True) if params.train.crop_share > 0 else None
+    size = params.prepare.size
+    train_x, train_y = (load_arrays(prepared, rows["train"]) if train
+                        else (np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.float32)))
+    crops = load_arrays(prepared, rows["train"], crops=True) if train and params.train.crop_share > 0 else None
     val_x, val_y = load_arrays(prepared, rows["val"])
     bench = benchmark_arrays([resolve(d) for d in params.train.select_benchmarks], "val", params.prepare.size)
     return _Data(rows, train_x, train_y, crops, val_x, val_y, *bench)
@@ -302,7 +305,7 @@ def _ious(model, x: np.ndarray, y: np.ndarray, dist: Dist) -> list[float]:
     return [v for _, v in sorted(pair for chunk in dist.allgather_object(part) for pair in chunk)]
 
 
-def _validate(model, data: _Data, dist: Dist, k: int) -> tuple[list[float], dict]:
+def validate(model, data: _Data, dist: Dist, k: int) -> tuple[list[float], dict]:
     """Val IoU per image and its summary (overall, per cluster)."""
     from backdrop.metrics import summarize
 
@@ -310,7 +313,7 @@ def _validate(model, data: _Data, dist: Dist, k: int) -> tuple[list[float], dict
     return ious, summarize(ious, data.val_clusters, k)
 
 
-def _validate_benchmarks(model, data: _Data, dist: Dist) -> dict[str, float]:
+def validate_benchmarks(model, data: _Data, dist: Dist) -> dict[str, float]:
     """The benchmark sets' val part: `ood_val_iou_mean`, `ood_val_share_ge_099` and the mean per
     `<set>/<style>` group (`ood_val_iou_<set>_<style>`); empty without `train.select_benchmarks`."""
     if not len(data.bench_x):
@@ -372,7 +375,7 @@ def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
     fmt = torch.channels_last if tp.channels_last else torch.contiguous_format
     out = resolve(tp.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = _load_data(params)
+    data = load_data(params)
 
     model = build_model(tp.model, init=tp.init)
     parts = fingerprint_parts(params, dist.size, data.rows, data.arrays(), state_digest(model))
@@ -431,8 +434,8 @@ def run(params: Params, resume: bool, dist: Dist) -> TrainResult:
             if tp.hard_sampling:
                 prog.hardness = update_hardness(prog.hardness, dist.allgather_object(seen))
 
-            ious, val = _validate(model, data, dist, params.cluster.k)
-            ood = _validate_benchmarks(model, data, dist)
+            ious, val = validate(model, data, dist, params.cluster.k)
+            ood = validate_benchmarks(model, data, dist)
             score = selection_score(val["iou_mean"], ood.get("ood_val_iou_mean"), tp)
             metrics = {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0],
                        "images_per_s": len(mine) * dist.size / seconds,
