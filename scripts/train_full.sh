@@ -9,7 +9,7 @@
 # 1200) mixing the synthetic renderer and real Fashion-MNIST train products by `drop.shares`, each drawn
 # with the broad per-seed studio/light/camera/product/framing variety (`drop.variety`) → 70/15/15 split;
 # U²-NetP fine-tuned from the official weights at 320 px with 2 Horovod processes, 3 epochs at lr 1e-4
-# (encoder × 0.1); `train.precision: auto` trains in bf16 where the
+# (encoder × 0.1), then the best WiSE-FT blend with the official weights (`train.wise_alphas`); `train.precision: auto` trains in bf16 where the
 # CPU (AMX, AVX512-BF16) or GPU runs it natively, fp32 elsewhere (slower: a 320 px step is 2.2–2.7×
 # faster in bf16, bench/precision_bench.py).
 # Timing: the wall time of data + pipeline goes to bench/results/train_full_timing.json.
@@ -65,7 +65,8 @@ out = {"experiment": name, "pairs": n, "precision": precision, "wall_seconds": e
        "loadavg_start": load_start, "loadavg_end": " ".join(f"{v:.2f}" for v in os.getloadavg()),
        "cpu_count": os.cpu_count(), "cpu": cpu_info(),
        "dvc_status_after": status, "dvc_repro_up_to_date": status == {}, "params_yaml_unchanged": sys.argv[8] == "true",
-       "gate": {k: gate.get(k) for k in ("version", "promoted", "reason")}, "epochs": history}
+       "gate": {k: gate.get(k) for k in ("version", "promoted", "reason")}, "epochs": history,
+       "wise": json.load(open("models/train/wise.json")) if os.path.exists("models/train/wise.json") else None}
 os.makedirs("bench/results", exist_ok=True)
 json.dump(out, open("bench/results/train_full_timing.json", "w"), indent=2)
 print(f"train-full: {out['wall_hours']} h wall for data + pipeline (load {load_start} → {out['loadavg_end']})")

@@ -15,6 +15,8 @@ def test_params_yaml_is_the_production_recipe():
     assert p.prepare.size == 320 and p.train.init == "official" and p.train.model == "u2netp"
     assert (p.train.epochs, p.train.low_res_epochs, p.train.lr, p.train.warmup_epochs) == (3, 0, 1e-4, 0)
     assert p.train.processes == 2 and p.train.precision == "auto" and p.train.crop_share == 0.5
+    assert p.train.select_benchmarks == ["data/benchmark"] and p.train.select_benchmark_weight == 0.75
+    assert p.train.wise_alphas and max(p.train.wise_alphas) < 1  # the fine-tune (α 1) always competes
     script = (REPO / "scripts/train_full.sh").read_text()
     assert "dvc exp run --name \"$NAME\"\n" in script and " -S " not in script  # the recipe is params.yaml's
 
@@ -29,6 +31,7 @@ def test_the_demo_overlay_writes_its_keys_and_keeps_the_rest(tmp_path):
     demo, prod = load_params(params), load_params(REPO / "params.yaml")
     assert demo.prepare.size == 128 and demo.train.epochs == 2 and demo.train.processes == 1
     assert demo.train.aug_scale == (0.9, 1.1) and demo.train.low_res_epochs == 0
+    assert demo.train.wise_alphas == [] and demo.train.select_benchmarks == []
     assert demo.serve.port == prod.serve.port and demo.monitoring == prod.monitoring
     text = params.read_text()
     assert "# The production recipe" in text and 'white_aspect: "1:1"' in text  # comments and quotes kept
