@@ -15,7 +15,7 @@ def test_params_yaml_is_the_production_recipe():
     assert p.prepare.size == 320 and p.train.init == "official" and p.train.model == "u2netp"
     assert (p.train.epochs, p.train.low_res_epochs, p.train.lr, p.train.warmup_epochs) == (3, 0, 1e-4, 0)
     assert p.train.processes == 2 and p.train.precision == "auto" and p.train.crop_share == 0.5
-    assert p.train.select_benchmarks == ["data/benchmark"] and p.train.select_benchmark_weight == 0.75
+    assert p.train.select_benchmarks == ["data/benchmark"] and p.train.select_benchmark_weight == 0.9
     assert p.train.wise_alphas and max(p.train.wise_alphas) < 1  # the fine-tune (α 1) always competes
     script = (REPO / "scripts/train_full.sh").read_text()
     assert "dvc exp run --name \"$NAME\"\n" in script and " -S " not in script  # the recipe is params.yaml's
