@@ -9,9 +9,9 @@
 # 1200) mixing the synthetic renderer and real Fashion-MNIST train products by `drop.shares`, each drawn
 # with the broad per-seed studio/light/camera/product/framing variety (`drop.variety`) → 70/15/15 split;
 # U²-NetP fine-tuned from the official weights at 320 px with 2 Horovod processes, 3 epochs at lr 1e-4
-# (encoder × 0.1), then the best WiSE-FT blend with the official weights (`train.wise_alphas`); `train.precision: auto` trains in bf16 where the
-# CPU (AMX, AVX512-BF16) or GPU runs it natively, fp32 elsewhere (slower: a 320 px step is 2.2–2.7×
-# faster in bf16, bench/precision_bench.py).
+# (encoder × 0.1), then the best WiSE-FT blend with the official weights (`train.wise_alphas`);
+# `train.precision: auto` trains in bf16 where the CPU (AMX, AVX512-BF16) or GPU runs it natively, fp32
+# elsewhere (slower: a 320 px step is 2.2–2.7× faster in bf16, bench/precision_bench.py).
 # Timing: the wall time of data + pipeline goes to bench/results/train_full_timing.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -201,7 +201,7 @@ def load_data(params: Params, train: bool = True) -> _Data:
                         else (np.zeros((0, size, size, 3), np.uint8), np.zeros((0, size, size), np.float32)))
     crops = load_arrays(prepared, rows["train"], crops=True) if train and params.train.crop_share > 0 else None
     val_x, val_y = load_arrays(prepared, rows["val"])
-    bench = benchmark_arrays([resolve(d) for d in params.train.select_benchmarks], "val", params.prepare.size)
+    bench = benchmark_arrays([resolve(d) for d in params.train.select_benchmarks], "val", size)
     return _Data(rows, train_x, train_y, crops, val_x, val_y, *bench)
 
 
