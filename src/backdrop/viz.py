@@ -65,3 +65,31 @@ def cluster_bars(per_cluster: dict[str, float], names: dict[str, str], path: Pat
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def wise_line(candidates: list[dict], chosen: float, path: Path, title: str) -> Path:
+    """IoU along the line from the official weights (α 0) to the fine-tune (α 1): the drop's val split,
+    each benchmark style's val part and the selection score, the chosen α marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    alphas = [c["alpha"] for c in candidates]
+    series = {"drop val": "val_iou_mean", "selection score": "selection_score"}
+    series |= {k.removeprefix("ood_val_iou_").replace("_", "/", 1) + " (val)": k for k in sorted(candidates[0])
+               if k.startswith("ood_val_iou_") and k != "ood_val_iou_mean"}
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for label, key in series.items():
+        ax.plot(alphas, [c[key] for c in candidates], marker="o", label=label,
+                linewidth=2.5 if key == "selection_score" else 1.2)
+    ax.axvline(chosen, color="black", linestyle="--", linewidth=1, label=f"chosen α {chosen:g}")
+    ax.set_xlabel("α  ((1 − α)·official + α·fine-tuned)")
+    ax.set_ylabel("IoU at the training size")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, never over them
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

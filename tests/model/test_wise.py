@@ -9,10 +9,11 @@ import json
 import mlflow
 import pytest
 import torch
+from PIL import Image
 
 from backdrop.config import TrainParams
 from backdrop.models import build_model
-from backdrop.training.wise import FINETUNED, WISE_JSON, interpolate
+from backdrop.training.wise import FINETUNED, WISE_JSON, WISE_PNG, interpolate
 from tests.model.test_training import _tiny_benchmark, tiny_project, train_in_process, write_params
 
 
@@ -68,10 +69,12 @@ def test_blend_picks_the_best_alpha_logs_it_and_reruns_from_the_fine_tune(projec
     assert saved["wise_alpha"] == report["alpha"] and saved["finetuned_epoch"] == 1
     assert _states_equal(saved["state_dict"], interpolate(official, tuned["state_dict"], report["alpha"]))
 
-    run = mlflow.tracking.MlflowClient(f"sqlite:///{project}/mlflow.db").get_run(result.run_id)
-    assert run.data.metrics["wise_alpha"] == report["alpha"]
-    steps = mlflow.tracking.MlflowClient(f"sqlite:///{project}/mlflow.db").get_metric_history(
-        result.run_id, "wise_selection_score")
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{project}/mlflow.db")
+    assert client.get_run(result.run_id).data.metrics["wise_alpha"] == report["alpha"]
+    assert {a.path for a in client.list_artifacts(result.run_id, "wise")} == {"wise/wise.json", "wise/wise.png"}
+    with Image.open(out / WISE_PNG) as plot:
+        assert plot.size[0] > 300 and len(set(plot.convert("L").getdata())) > 10  # a drawn chart, not blank
+    steps = client.get_metric_history(result.run_id, "wise_selection_score")
     assert sorted(m.step for m in steps) == [0, 50, 100]
     assert {m.step: m.value for m in steps}[50] == pytest.approx(candidates[0.5]["selection_score"])
 
@@ -87,6 +90,6 @@ def test_blend_picks_the_best_alpha_logs_it_and_reruns_from_the_fine_tune(projec
 
     # an empty grid: model.pt is the fine-tune again
     train_in_process(project, write_params(project, "wise", wise_alphas=[], **recipe), monkeypatch, resume=True)
-    assert not (out / FINETUNED).exists() and not (out / WISE_JSON).exists()
+    assert not any((out / name).exists() for name in (FINETUNED, WISE_JSON, WISE_PNG))
     restored = torch.load(out / "model.pt", weights_only=False)
     assert "wise_alpha" not in restored and _states_equal(restored["state_dict"], tuned["state_dict"])

@@ -30,7 +30,8 @@ FINGERPRINT_IGNORES = {"out_dir", "num_threads", "processes", "backend", "device
                        "wise_alphas"}  # the blend after training (training.wise) starts from finetuned.pt
 
 
-_OUTPUTS = ("checkpoint.pt", "model.pt", "history.json", "run.json", "result.json", "finetuned.pt", "wise.json")
+_OUTPUTS = ("checkpoint.pt", "model.pt", "history.json", "run.json", "result.json",
+            "finetuned.pt", "wise.json", "wise.png")  # the last three: training.wise
 
 
 # The code that changes what is learned: the loop, sampling, augmentation, losses, the comms/SyncBN

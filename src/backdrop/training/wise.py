@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 FINETUNED = "finetuned.pt"
 WISE_JSON = "wise.json"
+WISE_PNG = "wise.png"
 
 
 def interpolate(official: dict, tuned: dict, alpha: float) -> dict:
@@ -54,19 +55,22 @@ def _restore(out: Path) -> None:
     kept = out / FINETUNED
     if kept.exists():
         kept.replace(out / "model.pt")
-        (out / WISE_JSON).unlink(missing_ok=True)
+        for name in (WISE_JSON, WISE_PNG):
+            (out / name).unlink(missing_ok=True)
         log.info("train.wise_alphas is empty: %s is the fine-tuned epoch again", out / "model.pt")
 
 
 def blend(params: Params, run_id: str | None = None) -> dict | None:
     """Score θ(α) for every α of `train.wise_alphas` (and 1), write the best as model.pt, the table as
-    wise.json, and log both to the training run in MLflow. None when `train.wise_alphas` is empty."""
+    wise.json and its plot as wise.png, and log them to the training run in MLflow. None when
+    `train.wise_alphas` is empty."""
     import torch
 
     from backdrop.distributed import Dist
     from backdrop.models import build_model
     from backdrop.progress import progress
     from backdrop.training.loop import load_data, selection_score, validate, validate_benchmarks
+    from backdrop.viz import wise_line
 
     tp = params.train
     out = resolve(tp.out_dir)
@@ -96,16 +100,17 @@ def blend(params: Params, run_id: str | None = None) -> dict | None:
     report = {"alpha": best["alpha"], "val_iou_mean": best["val_iou_mean"], "selection_score": best["selection_score"],
               "finetuned_epoch": tuned.get("epoch"), "candidates": rows}
     write_json(out / WISE_JSON, report)
+    wise_line(rows, best["alpha"], out / WISE_PNG, f"WiSE-FT blends of epoch {tuned.get('epoch')}")
     log.info("WiSE-FT: model.pt is α %.2f of epoch %s (selection score %.4f; the fine-tune alone %.4f)",
              best["alpha"], tuned.get("epoch"), best["selection_score"], rows[-1]["selection_score"])
     if run_id:
-        _log_to_mlflow(params, run_id, rows, best, out / WISE_JSON)
+        _log_to_mlflow(params, run_id, rows, best, [out / WISE_JSON, out / WISE_PNG])
     return report
 
 
-def _log_to_mlflow(params: Params, run_id: str, rows: list[dict], best: dict, table: Path) -> None:
+def _log_to_mlflow(params: Params, run_id: str, rows: list[dict], best: dict, files: list[Path]) -> None:
     """Each candidate as a step of the `wise_*` metrics (step = 100·α: the UI draws the line), the
-    chosen α as `wise_alpha`, the table as an artifact."""
+    chosen α as `wise_alpha`, the table and its picture as artifacts (`wise/`)."""
     import mlflow
 
     from backdrop import tracking
@@ -116,4 +121,5 @@ def _log_to_mlflow(params: Params, run_id: str, rows: list[dict], best: dict, ta
             mlflow.log_metrics({f"wise_{k}": v for k, v in row.items() if k != "alpha"},
                                step=round(100 * row["alpha"]))
         mlflow.log_metrics({"wise_alpha": best["alpha"], "wise_chosen_selection_score": best["selection_score"]})
-        mlflow.log_artifact(str(table))
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path="wise")
