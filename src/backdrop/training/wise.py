@@ -40,14 +40,15 @@ def _finetuned(out: Path) -> dict:
     import torch
 
     kept, model = out / FINETUNED, out / "model.pt"
-    if not kept.exists():
-        if not model.exists():
-            raise FileNotFoundError(f"{model}: no trained model to blend (run `backdrop train`)")
-        state = torch.load(model, map_location="cpu", weights_only=False)
-        if "wise_alpha" in state:
-            raise RuntimeError(f"{model} is already a blend and {kept} is missing: retrain (`backdrop train`)")
-        save_checkpoint(state, kept)
-    return torch.load(kept, map_location="cpu", weights_only=False)
+    if kept.exists():
+        return torch.load(kept, map_location="cpu", weights_only=False)
+    if not model.exists():
+        raise FileNotFoundError(f"{model}: no trained model to blend (run `backdrop train`)")
+    state = torch.load(model, map_location="cpu", weights_only=False)
+    if "wise_alpha" in state:
+        raise RuntimeError(f"{model} is already a blend and {kept} is missing: retrain (`backdrop train`)")
+    save_checkpoint(state, kept)
+    return state
 
 
 def _restore(out: Path) -> None:
@@ -81,19 +82,19 @@ def blend(params: Params, run_id: str | None = None) -> dict | None:
     tuned = _finetuned(out)
     official = build_model(tuned["arch"], init=tp.init).state_dict()
     net = build_model(tuned["arch"], init="scratch")
-    data = load_data(params, train=False)
-    rows, states = [], {}
+    data, single = load_data(params, train=False), Dist()
+    rows = []
     for alpha in progress(sorted({*tp.wise_alphas, 1.0}), desc="WiSE-FT blends", unit="blend"):
-        states[alpha] = interpolate(official, tuned["state_dict"], alpha)
-        net.load_state_dict(states[alpha])
-        _, val = validate(net, data, Dist(), params.cluster.k)
-        ood = validate_benchmarks(net, data, Dist())
+        net.load_state_dict(interpolate(official, tuned["state_dict"], alpha))
+        _, val = validate(net, data, single, params.cluster.k)
+        ood = validate_benchmarks(net, data, single)
         rows.append({"alpha": alpha, "val_iou_mean": val["iou_mean"], **ood,
                      "selection_score": selection_score(val["iou_mean"], ood.get("ood_val_iou_mean"), tp)})
         log.info("WiSE-FT α %.2f: val IoU %.4f%s, selection score %.4f", alpha, val["iou_mean"],
                  f", benchmark val IoU {ood['ood_val_iou_mean']:.4f}" if ood else "", rows[-1]["selection_score"])
     best = max(rows, key=lambda r: (r["selection_score"], r["alpha"]))  # a tie goes to the fine-tune's side
-    save_checkpoint({**tuned, "state_dict": states[best["alpha"]], "wise_alpha": best["alpha"],
+    save_checkpoint({**tuned, "state_dict": interpolate(official, tuned["state_dict"], best["alpha"]),
+                     "wise_alpha": best["alpha"],
                      "finetuned_epoch": tuned.get("epoch"), "val_iou": best["val_iou_mean"],
                      "selection_score": best["selection_score"], "ood_val_iou": best.get("ood_val_iou_mean")},
                     out / "model.pt")
