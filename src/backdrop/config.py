@@ -328,7 +328,7 @@ class TrainParams(_Section):
     backend: Literal["horovod", "ddp"] = "horovod"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where it runs natively (CUDA, AMX/AVX512-BF16)
-    channels_last: bool = True
+    channels_last: Literal["auto", True, False] = "auto"  # auto: NCHW for fp32 on a CPU without AVX-512
     balanced_sampling: bool = True               # draw each epoch with equal weight per cluster
     hard_sampling: float = Field(0.0, ge=0, le=1)  # share of each epoch's draws weighted by the pair's
                                                  # last training loss (hard-example mining; 0 = off)

@@ -59,6 +59,7 @@ def _same(model: BaseModel, raw: dict, where: str) -> None:
     ("validate:\n  near_dup_distance: -1\n", "validate.near_dup_distance", "greater than or equal to 0"),
     ("tain:\n  epochs: 3\n", "tain", "Extra inputs are not permitted"),
     ("serve:\n  zoom: sometimes\n", "serve.zoom", "'auto', 'always' or 'never'"),
+    ("train:\n  channels_last: sometimes\n", "train.channels_last", "'auto', True or False"),
 ])
 def test_bad_value_fails_with_config_error_naming_the_key(tmp_path, text, dotted_key, why):
     path = tmp_path / "params.yaml"

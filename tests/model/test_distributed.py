@@ -66,6 +66,8 @@ def test_ddp_two_processes_keep_identical_replicas_and_log_once(ddp_run, project
     run = client.get_run(result["run_id"])
     assert run.data.params["world_size"] == "2" and run.data.params["train.processes"] == "2"
     assert run.data.params["autocast"] == "fp32"  # what ran, as asked (TINY_TRAIN: fp32 on every host)
+    from backdrop.host import cpu_flags  # channels_last auto, fp32 on the CPU: NHWC only with AVX-512
+    assert run.data.params["memory_format"] == ("channels_last" if "avx512f" in cpu_flags() else "contiguous")
     # SyncBatchNorm really ran: the running statistics moved away from their (0, 1) init
     means = [v for k, v in final_state(ddp_run["out"]).items() if k.endswith("running_mean")]
     assert means and max(float(m.abs().max()) for m in means) > 1e-3
@@ -169,3 +171,23 @@ def test_bf16_autocast_only_where_asked_and_supported(caplog):
         asked = autocast_dtype(TrainParams(precision="bf16"), cpu)
     assert asked is (torch.bfloat16 if native else None)
     assert native or "not supported natively" in caplog.text
+
+
+@pytest.mark.parametrize("flags", [{"avx2", "fma"}, {"avx2", "avx512f"}])
+def test_channels_last_auto_is_nchw_only_for_fp32_on_a_cpu_without_avx512(monkeypatch, flags):
+    import torch
+
+    import backdrop.host
+    from backdrop.config import TrainParams
+    from backdrop.training.loop import uses_channels_last
+
+    monkeypatch.setattr(backdrop.host, "cpu_flags", lambda: flags)  # the host's /proc/cpuinfo, as read
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    auto = TrainParams()
+    assert auto.channels_last == "auto"
+    assert uses_channels_last(auto, cpu, None) is ("avx512f" in flags)  # fp32 on the CPU: by the flags
+    assert uses_channels_last(auto, cpu, torch.bfloat16) is True  # native bf16 runs NHWC kernels
+    assert uses_channels_last(auto, cuda, None) is True
+    for asked in (True, False):  # an explicit setting wins everywhere
+        tp = TrainParams(channels_last=asked)
+        assert {uses_channels_last(tp, d, a) for d in (cpu, cuda) for a in (None, torch.bfloat16)} == {asked}
