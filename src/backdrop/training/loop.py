@@ -142,8 +142,8 @@ def cpu_has_native_bf16() -> bool:
 
 def uses_channels_last(tp: TrainParams, device, amp_dtype) -> bool:
     """`train.channels_last`; `auto` is NHWC except for fp32 on a CPU without AVX-512, where oneDNN's
-    NHWC convolutions are slower: a U²-NetP 320 px step of batch 8, two 1-thread processes side by side
-    (as two Horovod workers run), took 59.9 s in NHWC against 51.6 s in NCHW on AMD Zen 1 (AVX2)."""
+    NHWC convolutions are slower: a U²-NetP 320 px step of batch 8 on one thread (what each of two
+    Horovod workers runs) took 1.18× as long in NHWC on AMD Zen 1, AVX2 (bench/precision_bench.py)."""
     from backdrop.host import cpu_flags
 
     if tp.channels_last != "auto":
