@@ -9,6 +9,26 @@ import numpy as np
 HEADERS = ("photo", "vendor mask", "prediction", "cut-out")
 
 
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display on servers and CI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def overlay_grid(photos: np.ndarray, truths: np.ndarray, preds: np.ndarray, path: Path,
                  titles: list[str] | None = None, max_rows: int = 8) -> Path:
     """Rows of (photo, truth, prediction, cut-out on checkerboard) under a header naming the columns;
@@ -42,11 +62,7 @@ def overlay_grid(photos: np.ndarray, truths: np.ndarray, preds: np.ndarray, path
 def cluster_bars(per_cluster: dict[str, float], names: dict[str, str], path: Path,
                  title: str, target: float = 0.99) -> Path:
     """One horizontal bar per cluster (its name and IoU written out) against the 99 % target line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     keys = sorted(per_cluster, key=int, reverse=True)  # c0 on top
     labels = [f"c{k} {names.get(k, '')}".strip() for k in keys]
     values = [per_cluster[k] for k in keys]
@@ -60,21 +76,13 @@ def cluster_bars(per_cluster: dict[str, float], names: dict[str, str], path: Pat
     ax.set_xlabel("IoU")
     ax.set_title(title)
     ax.legend(loc="lower left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def wise_line(candidates: list[dict], chosen: float, path: Path, title: str) -> Path:
     """IoU along the line from the official weights (α 0) to the fine-tune (α 1): the drop's val split,
     each benchmark style's val part and the selection score, the chosen α marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     alphas = [c["alpha"] for c in candidates]
     series = {"drop val": "val_iou_mean", "selection score": "selection_score"}
     series |= {k.removeprefix("ood_val_iou_").replace("_", "/", 1) + " (val)": k for k in sorted(candidates[0])
@@ -88,8 +96,4 @@ def wise_line(candidates: list[dict], chosen: float, path: Path, title: str) -> 
     ax.set_ylabel("IoU at the training size")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the lines, never over them
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -135,9 +135,9 @@ def pick_device(tp: TrainParams, local_rank: int = 0):
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AMX or AVX512-BF16), not by emulation: oneDNN
     also accepts bf16 on plain AVX-512, where it is slower than fp32."""
-    from backdrop.host import cpu_info
+    from backdrop.host import cpu_flags
 
-    return bool({"amx_bf16", "avx512_bf16"} & set(cpu_info()["bf16_flags"]))
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def uses_channels_last(tp: TrainParams, device, amp_dtype) -> bool:
