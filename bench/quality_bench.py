@@ -230,6 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         print("out-of-distribution benchmark (served path, test part): " + ", ".join(
             f"{name} {m['ood_iou_mean']:.4f} ({m['ood_share_ge_099']:.1%} ≥ 0.99)" for name, m in ood["models"].items()))
         print(f"issue 19 targets: {ood['targets']}")
+        print("IoU lost by region (champion / stock): " + ", ".join(
+            f"{k.removeprefix('ood_lost_')} {v:.4f} / {ood['models']['stock'][k]:.4f}"
+            for k, v in ood["models"]["champion"].items() if k.startswith("ood_lost_")))
+        champ_ood, stock_ood = ood["models"]["champion"], ood["models"]["stock"]
+        print("champion / stock by cluster: " + ", ".join(
+            f"c{k.rsplit('_', 1)[1]} {v:.4f} / {stock_ood[k]:.4f}" for k, v in champ_ood.items()
+            if k.startswith("ood_iou_cluster_")))
         print("champion − stock by class: " + ", ".join(
             f"{k} {v['mean']:+.4f} ({v['n']})" for k, v in ood["champion_minus_stock_by_class"].items()))
     print(f"targets: {checks} → {'met' if result['target_met'] else 'NOT met'}; wrote {args.out}")
@@ -240,16 +247,24 @@ def ood_section(params, model: str, limit: int) -> dict | None:
     """The champion and the stock U²-NetP through the same served path (`backdrop remove`'s engine,
     precision, zoom, refinement) on the test part of every frozen benchmark set (`evaluate.benchmarks`),
     at each photo's own size, overall and per style, with issue 19's targets: the champion above the
-    stock model in mean IoU and in the share ≥ 0.99 in every style; mean ≥ 0.994; ≥ 95 % ≥ 0.99.
-    Per photo, both IoUs and predicted/true area (where the champion loses, it over-fills), with the
-    class mean of champion − stock and the ten largest losses."""
-    from backdrop.cli.data import ood_metrics
+    stock model in mean IoU and in the share ≥ 0.99 in every style; mean ≥ 0.994; ≥ 95 % ≥ 0.99; every
+    product cluster ≥ 0.99 (each photo assigned by its true mask with the cluster model). Per photo,
+    both IoUs and predicted/true area (where the champion loses, it over-fills), with the class mean
+    of champion − stock and the ten largest losses."""
     from backdrop.config import resolve
     from backdrop.data.benchmark import BenchmarkError, load_benchmark
     from backdrop.io import read_csv
-    from backdrop.serving.scoring import EvalPhoto, score, served_segmenter
+    from backdrop.metrics import REGIONS
+    from backdrop.serving.scoring import (
+        EvalPhoto,
+        benchmark_clusters,
+        ood_metrics,
+        ood_rows,
+        score,
+        served_segmenter,
+    )
 
-    photos, style, kind = [], {}, {}
+    photos, kind = [], {}
     for directory in params.evaluate.benchmarks:
         try:
             b = load_benchmark(resolve(directory), "test")
@@ -259,7 +274,6 @@ def ood_section(params, model: str, limit: int) -> dict | None:
         chosen = b.rows[:limit] if limit else b.rows
         photos += [EvalPhoto(b.name, r["id"], f"{b.name}/{r['style']}", None, (lambda r=r, b=b: b.load(r)))
                    for r in chosen]
-        style.update({(b.name, r["id"]): r["style"] for r in chosen})
         sources = b.root / "sources.csv"
         if sources.is_file():
             kind.update({(b.name, r["id"]): r["class_name"] for r in read_csv(sources)})
@@ -267,29 +281,30 @@ def ood_section(params, model: str, limit: int) -> dict | None:
         return None
     models = {"champion": model, "stock": "official:u2netp"}
     scored = score({name: served_segmenter(spec, params) for name, spec in models.items()}, photos, params,
-                   desc="quality (benchmark, served path)")
-    metrics = {}
-    for name, rows in scored.items():
-        for r in rows:
-            r["style"] = style[(r["set"], r["id"])]
-        metrics[name] = ood_metrics(rows)
+                   desc="quality (benchmark, served path)", regions=True)
+    clusters = benchmark_clusters(params, photos)  # empty before the cluster stage has run
+    scored = {name: ood_rows(rows, clusters) for name, rows in scored.items()}
+    metrics = {name: ood_metrics(rows) for name, rows in scored.items()}
     champ, stock = metrics["champion"], metrics["stock"]
-    styles = sorted(set(style.values()))
+    styles = sorted({r["style"] for r in scored["champion"]})
+    cluster_means = [v for k, v in champ.items() if k.startswith("ood_iou_cluster_")]
     targets_19 = {
         "above_stock_in_every_style": all(champ[f"ood_iou_mean_{s}"] > stock[f"ood_iou_mean_{s}"]
                                           and champ[f"ood_share_ge_099_{s}"] > stock[f"ood_share_ge_099_{s}"]
                                           for s in styles),
         "mean_iou_ge_0_994": champ["ood_iou_mean"] >= 0.994,
         "share_ge_099_at_least_95pct": champ["ood_share_ge_099"] >= 0.95,
+        "every_cluster_ge_0_99": bool(cluster_means) and min(cluster_means) >= 0.99,
     }
     per_photo = []
     for champ_row, stock_row in zip(scored["champion"], scored["stock"], strict=True):
         row = {"set": champ_row["set"], "id": champ_row["id"], "style": champ_row["style"],
-               "class": kind.get((champ_row["set"], champ_row["id"]), "")}
+               "cluster": champ_row["cluster"], "class": kind.get((champ_row["set"], champ_row["id"]), "")}
         for name, r in (("champion", champ_row), ("stock", stock_row)):
             row[name] = round(r["iou"], 5)
             # predicted area / true area: > 1 paints background as product (filled gaps, shadows)
             row[f"{name}_area_ratio"] = round((r["tp"] + r["fp"]) / max(r["tp"] + r["fn"], 1), 4)
+            row.update({f"{name}_lost_{region}": round(r[f"lost_{region}"], 5) for region in REGIONS})
         per_photo.append(row)
     by_class = {}
     for row in per_photo:

@@ -99,3 +99,64 @@ def test_summarize_per_cluster_and_overall():
 def test_summarize_of_nothing_is_nan_not_an_error():
     out = summarize([], [], k=2)
     assert out["n"] == 0 and math.isnan(out["iou_mean"]) and math.isnan(out["share_iou_ge_099"])
+
+
+def _square_with_hole() -> np.ndarray:
+    truth = np.zeros((200, 200), bool)
+    truth[40:160, 40:160] = True
+    truth[90:110, 90:110] = False  # a see-through hole: background shows through the product
+    return truth
+
+
+def test_truth_regions_split_every_pixel_once():
+    from backdrop.metrics import REGIONS, truth_regions
+
+    truth = _square_with_hole()
+    regions = truth_regions(truth)
+    assert tuple(regions) == REGIONS
+    assert (sum(r.astype(int) for r in regions.values()) == 1).all()
+    assert not (regions["inner"] & ~truth).any() and not ((regions["gap"] | regions["outside"]) & truth).any()
+    assert regions["gap"][100, 100] and regions["outside"][5, 5] and regions["inner"][60, 60]
+    assert regions["edge"][40, 100] and regions["edge"][39, 100]  # both sides of the outline
+
+
+def test_iou_lost_by_region_names_the_kind_of_error():
+    from backdrop.metrics import iou_lost_by_region, mask_iou
+
+    truth = _square_with_hole()
+    assert iou_lost_by_region(truth, truth) == {"edge": 0.0, "gap": 0.0, "outside": 0.0, "inner": 0.0}
+
+    filled = truth.copy()
+    filled[90:110, 90:110] = True  # the hole painted as product
+    lost = iou_lost_by_region(filled, truth)
+    assert lost["gap"] > 0.01 and lost["outside"] == 0 and lost["inner"] == 0
+    assert lost["gap"] + lost["edge"] == pytest.approx(1 - mask_iou(filled, truth), abs=1e-3)
+
+    shadow = truth.copy()
+    shadow[170:190, 40:160] = True  # a shadow under the product, away from it
+    lost = iou_lost_by_region(shadow, truth)
+    assert lost["outside"] == pytest.approx(1 - mask_iou(shadow, truth)) and lost["gap"] == lost["edge"] == 0
+
+    grown = np.zeros_like(truth)
+    grown[39:161, 39:161] = True  # one pixel too wide all round (and the hole filled a pixel in)
+    grown[91:109, 91:109] = False
+    lost = iou_lost_by_region(grown, truth)
+    assert lost["edge"] == pytest.approx(1 - mask_iou(grown, truth)) and lost["gap"] == lost["outside"] == 0
+
+    holed = truth.copy()
+    holed[50:70, 130:150] = False  # a hole cut into the product
+    lost = iou_lost_by_region(holed, truth)
+    assert lost["inner"] > 0 and lost["inner"] + lost["edge"] == pytest.approx(1 - mask_iou(holed, truth))
+
+
+def test_iou_lost_by_region_without_product():
+    from backdrop.metrics import iou_lost_by_region
+
+    empty = np.zeros((20, 20), bool)
+    assert iou_lost_by_region(empty, empty) == {"edge": 0.0, "gap": 0.0, "outside": 0.0, "inner": 0.0}
+    speck = empty.copy()
+    speck[5, 5] = True
+    assert iou_lost_by_region(speck, empty)["outside"] == 1.0
+    line = empty.copy()
+    line[10, 2:18] = True  # no area for a hull: the regions still cover the frame
+    assert iou_lost_by_region(line, line) == {"edge": 0.0, "gap": 0.0, "outside": 0.0, "inner": 0.0}

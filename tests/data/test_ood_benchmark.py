@@ -187,7 +187,7 @@ def test_cli_builds_the_benchmark_from_params(tmp_path, source, monkeypatch):
 
 
 def test_ood_metrics_overall_and_per_style():
-    from backdrop.cli.data import ood_metrics
+    from backdrop.serving.scoring import ood_metrics
 
     rows = [{"style": "studio", "iou": 0.995}, {"style": "studio", "iou": 0.98},
             {"style": "props", "iou": 0.999}, {"style": "props", "iou": 0.99}]
@@ -195,6 +195,18 @@ def test_ood_metrics_overall_and_per_style():
     assert m["ood_iou_mean"] == pytest.approx(0.991) and m["ood_share_ge_099"] == 0.75
     assert m["ood_iou_mean_studio"] == pytest.approx(0.9875) and m["ood_share_ge_099_studio"] == 0.5
     assert m["ood_share_ge_099_props"] == 1.0 and m["ood_n_props"] == 2
+    assert not any("cluster" in k for k in m)  # no cluster model, no per-cluster figures
+    for r, c in zip(rows, [0, 1, 1, ""], strict=True):
+        r["cluster"] = c
+    m = ood_metrics(rows)
+    assert m["ood_iou_cluster_0"] == 0.995 and m["ood_iou_cluster_1"] == pytest.approx(0.9895)
+    assert m["ood_n_cluster_0"] == 1 and m["ood_n_cluster_1"] == 2 and "ood_iou_cluster_" not in m
+    assert not any(k.startswith("ood_lost_") for k in m)  # rows scored without regions
+    for r, edge in zip(rows, [0.004, 0.01, 0.0, 0.002], strict=True):
+        r.update(lost_edge=edge, lost_gap=0.001, lost_outside=0.0, lost_inner=0.0)
+    m = ood_metrics(rows)
+    assert m["ood_lost_edge"] == pytest.approx(0.004) and m["ood_lost_edge_studio"] == pytest.approx(0.007)
+    assert m["ood_lost_gap_props"] == pytest.approx(0.001) and m["ood_lost_inner"] == 0.0
 
 
 def test_cli_scores_the_stock_model_on_the_benchmark_through_the_served_path(bench, tmp_path):
@@ -210,6 +222,10 @@ def test_cli_scores_the_stock_model_on_the_benchmark_through_the_served_path(ben
     for style in {r["style"] for r in test_rows}:
         assert f"ood_iou_mean_{style}" in metrics and f"ood_share_ge_099_{style}" in metrics
     assert "ood_iou_mean" in result.output
+    for r in report["rows"]:  # where the IoU went: each region's loss is part of what the photo lost
+        lost = [r[f"lost_{region}"] for region in ("edge", "gap", "outside", "inner")]
+        assert all(0 <= v <= 1 - r["iou"] + 1e-9 for v in lost)
+    assert metrics["ood_lost_edge"] == pytest.approx(np.mean([r["lost_edge"] for r in report["rows"]]))
     missing = CliRunner().invoke(app, ["data", "benchmark-score", "--bench", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "backdrop data benchmark" in missing.output
 
@@ -238,6 +254,7 @@ def test_quality_bench_scores_champion_and_stock_per_photo_on_the_benchmark(benc
     for row in ood["per_photo"]:
         assert row["champion"] == row["stock"] and 0 <= row["champion"] <= 1
         assert row["champion_area_ratio"] == row["stock_area_ratio"] >= 0
+        assert row["champion_lost_edge"] == row["stock_lost_edge"] >= 0 and "champion_lost_gap" in row
     assert ood["models"]["champion"] == ood["models"]["stock"]
     per_photo_mean = np.mean([r["stock"] for r in ood["per_photo"]])  # of IoUs rounded to 5 decimals
     assert ood["models"]["stock"]["ood_iou_mean"] == pytest.approx(per_photo_mean, abs=5e-6)

@@ -127,20 +127,6 @@ def data_benchmark(
     typer.echo(f"wrote {len(rows)} benchmark photos to {dest} ({per}; val {val}, test {len(rows) - val})")
 
 
-def ood_metrics(rows: list[dict]) -> dict[str, float]:
-    """`ood_iou_mean` and `ood_share_ge_099`, overall and per style (`…_<style>`), of scored rows."""
-    import numpy as np
-
-    out: dict[str, float] = {}
-    styles = sorted({r["style"] for r in rows})
-    for suffix, chosen in [("", rows)] + [(f"_{s}", [r for r in rows if r["style"] == s]) for s in styles]:
-        ious = np.array([r["iou"] for r in chosen], float)
-        out[f"ood_iou_mean{suffix}"] = float(ious.mean())
-        out[f"ood_share_ge_099{suffix}"] = float((ious >= 0.99).mean())
-        out[f"ood_n{suffix}"] = len(chosen)
-    return out
-
-
 @data_app.command("benchmark-score")
 def data_benchmark_score(
     model: Annotated[str, typer.Option(help="model spec, as `backdrop remove --model` (champion, "
@@ -152,12 +138,20 @@ def data_benchmark_score(
     params: ParamsOpt = None,
 ) -> None:
     """Score a model on the out-of-distribution benchmark through the served path (`backdrop remove`'s
-    engine, precision, zoom and refinement), at each photo's own size: ood_iou_mean, ood_share_ge_099."""
+    engine, precision, zoom and refinement), at each photo's own size: ood_iou_mean, ood_share_ge_099,
+    and the IoU lost at edges, in see-through gaps, outside and inside the product (ood_lost_*)."""
     import json
 
     from backdrop.config import resolve
     from backdrop.data.benchmark import BenchmarkError, load_benchmark
-    from backdrop.serving.scoring import EvalPhoto, score, served_segmenter
+    from backdrop.serving.scoring import (
+        EvalPhoto,
+        benchmark_clusters,
+        ood_metrics,
+        ood_rows,
+        score,
+        served_segmenter,
+    )
 
     p = _params(params)
     try:
@@ -167,10 +161,8 @@ def data_benchmark_score(
         raise typer.Exit(2) from None
     chosen = b.rows[:limit] if limit else b.rows
     photos = [EvalPhoto(b.name, r["id"], f"{b.name}/{r['style']}", None, (lambda r=r: b.load(r))) for r in chosen]
-    rows = score({model: served_segmenter(model, p)}, photos, p, desc=f"{b.name} {part}")[model]
-    style = {r["id"]: r["style"] for r in chosen}
-    for r in rows:
-        r["style"] = style[r["id"]]
+    rows = score({model: served_segmenter(model, p)}, photos, p, desc=f"{b.name} {part}", regions=True)[model]
+    rows = ood_rows(rows, benchmark_clusters(p, photos))  # style, and the cluster where a pipeline has run
     metrics = ood_metrics(rows)
     for key, value in metrics.items():
         typer.echo(f"{key:28s} {value:.4f}" if isinstance(value, float) else f"{key:28s} {value}")

@@ -28,12 +28,22 @@ def features(photo, mask, size: int):
     return np.concatenate([silhouette, COLOUR_WEIGHT * colour.astype(np.float32)])
 
 
-def assign(model_path: Path, photo, mask) -> tuple[int, str]:
-    """Cluster id and name for a new image (mask: hand-made or predicted)."""
+def assigner(model_path: Path):
+    """A function (photo, mask) → (cluster id, name) for the saved model, loaded once (scoring a
+    benchmark assigns every photo; `assign` would reload the model per photo)."""
     import joblib
 
     bundle = joblib.load(model_path)
-    vec = features(photo, mask, bundle["feature_size"])[None]
-    label = int(bundle["kmeans"].predict(bundle["pca"].transform(vec))[0])
-    cid = bundle["relabel"][label]
-    return cid, bundle["names"][cid]
+
+    def assign_one(photo, mask) -> tuple[int, str]:
+        vec = features(photo, mask, bundle["feature_size"])[None]
+        label = int(bundle["kmeans"].predict(bundle["pca"].transform(vec))[0])
+        cid = bundle["relabel"][label]
+        return cid, bundle["names"][cid]
+
+    return assign_one
+
+
+def assign(model_path: Path, photo, mask) -> tuple[int, str]:
+    """Cluster id and name for a new image (mask: hand-made or predicted)."""
+    return assigner(model_path)(photo, mask)

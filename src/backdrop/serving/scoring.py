@@ -63,12 +63,14 @@ def served_segmenter(spec: str, params: Params):
 
 
 def score(segmenters: Mapping[str, object], photos: Sequence[EvalPhoto], params: Params,
-          desc: str = "score") -> dict[str, list[dict]]:
+          desc: str = "score", regions: bool = False) -> dict[str, list[dict]]:
     """Per-photo rows for every named segmenter on the same photos, each photo decoded once.
 
     A row: set, id, group, cluster, iou, mae, tp, fp, fn — of `final_prob` (serve.refine applied)
-    thresholded at `evaluate.threshold` against the vendor mask at the photo's own size."""
-    from backdrop.metrics import confusion, iou, mae
+    thresholded at `evaluate.threshold` against the vendor mask at the photo's own size; with
+    `regions`, also `lost_<region>`: the IoU its errors cost at the edge, in see-through gaps, outside
+    the product and inside it (`metrics.iou_lost_by_region`)."""
+    from backdrop.metrics import confusion, iou, iou_lost_by_region, mae, truth_regions
     from backdrop.progress import progress
     from backdrop.serving.outputs import OutputOptions, final_prob
 
@@ -77,13 +79,16 @@ def score(segmenters: Mapping[str, object], photos: Sequence[EvalPhoto], params:
     out: dict[str, list[dict]] = {name: [] for name in segmenters}
     for photo_ref in progress(photos, desc=desc, unit="img"):
         photo, truth = photo_ref.load()
+        zones = truth_regions(truth) if regions else None  # one per photo, shared by the models
         for name, seg in segmenters.items():
             prob = final_prob(photo, seg.probabilities(photo), options)
             stats = confusion(prob > threshold, truth)
-            out[name].append({"set": photo_ref.set, "id": photo_ref.id, "group": photo_ref.group,
-                              "cluster": "" if photo_ref.cluster is None else photo_ref.cluster,
-                              "iou": iou(stats), "mae": mae(prob, truth),
-                              "tp": stats.tp, "fp": stats.fp, "fn": stats.fn})
+            row = {"set": photo_ref.set, "id": photo_ref.id, "group": photo_ref.group,
+                   "cluster": "" if photo_ref.cluster is None else photo_ref.cluster,
+                   "iou": iou(stats), "mae": mae(prob, truth), "tp": stats.tp, "fp": stats.fp, "fn": stats.fn}
+            if zones is not None:
+                row.update({f"lost_{k}": v for k, v in iou_lost_by_region(prob > threshold, truth, zones).items()})
+            out[name].append(row)
     return out
 
 
@@ -101,6 +106,61 @@ def summarize_rows(rows: Sequence[dict], k: int) -> dict[str, float]:
     metrics["iou_mean_all"] = float(np.mean([r["iou"] for r in rows])) if rows else float("nan")
     metrics["n_all"] = len(rows)
     return metrics
+
+
+def benchmark_clusters(params: Params, photos: Sequence[EvalPhoto]) -> dict[str, int]:
+    """Product cluster of every benchmark photo in `photos` (key → id), assigned by its true mask with
+    the cluster stage's model (`<cluster.out_dir>/model.joblib`), as monitoring assigns new photos;
+    empty without that model. Issue 19's "every cluster" target reads the benchmark per cluster."""
+    from PIL import Image
+
+    from backdrop.config import resolve
+    from backdrop.data.clusters import assigner
+    from backdrop.progress import progress
+
+    model = resolve(params.cluster.out_dir) / "model.joblib"
+    bench = [p for p in photos if p.set != TEST]
+    if not bench or not model.is_file():
+        return {}
+    assign = assigner(model)
+    out = {}
+    for ref in progress(bench, desc="benchmark clusters", unit="img"):
+        photo, truth = ref.load()
+        out[ref.key] = assign(photo, Image.fromarray(truth.astype(np.uint8) * 255, "L"))[0]
+    return out
+
+
+def ood_rows(rows: Sequence[dict], clusters: Mapping[str, int]) -> list[dict]:
+    """The benchmark rows of `score` (every set but the test split) with their style (from the group
+    `<set>/<style>`) and product cluster (`benchmark_clusters`; "" where unknown), for `ood_metrics`."""
+    return [{**r, "style": r["group"].split("/", 1)[1], "cluster": clusters.get(f"{r['set']}:{r['id']}", "")}
+            for r in rows if r["set"] != TEST]
+
+
+def ood_metrics(rows: Sequence[dict]) -> dict[str, float]:
+    """`ood_iou_mean` and `ood_share_ge_099` of scored benchmark rows, overall and per style
+    (`…_<style>`), the mean IoU lost per region (`ood_lost_<region>…`) where rows were scored with
+    `regions`, and the mean per product cluster (`ood_iou_cluster_<c>`) where rows carry one."""
+    from backdrop.metrics import REGIONS
+
+    out: dict[str, float] = {}
+    styles = sorted({r["style"] for r in rows})
+    with_regions = all(f"lost_{region}" in r for r in rows for region in REGIONS)
+    for suffix, chosen in [("", rows)] + [(f"_{s}", [r for r in rows if r["style"] == s]) for s in styles]:
+        ious = np.array([r["iou"] for r in chosen], float)
+        out[f"ood_iou_mean{suffix}"] = float(ious.mean())
+        out[f"ood_share_ge_099{suffix}"] = float((ious >= 0.99).mean())
+        out[f"ood_n{suffix}"] = len(chosen)
+        for region in REGIONS if with_regions else ():
+            out[f"ood_lost_{region}{suffix}"] = float(np.mean([r[f"lost_{region}"] for r in chosen]))
+    by_cluster: dict[int, list[float]] = {}
+    for r in rows:
+        if r.get("cluster") not in (None, ""):
+            by_cluster.setdefault(int(r["cluster"]), []).append(float(r["iou"]))
+    for c, ious in sorted(by_cluster.items()):
+        out[f"ood_iou_cluster_{c}"] = float(np.mean(ious))
+        out[f"ood_n_cluster_{c}"] = len(ious)
+    return out
 
 
 def group_means(rows: Sequence[dict]) -> dict[str, float]:
