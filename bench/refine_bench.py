@@ -76,11 +76,15 @@ def views(segmenter, photo) -> tuple[np.ndarray, tuple | None, np.ndarray | None
     return first, box, one_pass(photo.crop(box))
 
 
-def served(first: np.ndarray, box, crop: np.ndarray | None, blend: float, max_area: float) -> np.ndarray:
-    """`backdrop.zoom.refine`'s output for these views, `serve.zoom_blend` and `serve.zoom_max_area`."""
-    from backdrop.zoom import merge, worth_zooming
+def served(first: np.ndarray, box, crop: np.ndarray | None, blend: float, max_area: float,
+           min_agreement: float = 0.0) -> np.ndarray:
+    """`backdrop.zoom.refine`'s output for these views, `serve.zoom_blend`, `serve.zoom_max_area` and
+    `serve.zoom_min_agreement`."""
+    from backdrop.zoom import agreement, merge, worth_zooming
 
     if box is None or not worth_zooming(box, first.shape[::-1], max_area):
+        return first
+    if agreement(first, box, crop) < min_agreement:
         return first
     return merge(first, box, crop, blend)
 
@@ -149,14 +153,14 @@ def main(argv: list[str] | None = None) -> int:
             if not checked:  # the bench's own composition of the passes is what the segmenter serves
                 for b in (0.0, 0.5):
                     product = dataclasses.replace(champion, zoom_blend=b).probabilities(photo)
-                    composed = served(*plain, b, champion.zoom_max_area)
+                    composed = served(*plain, b, champion.zoom_max_area, champion.zoom_min_agreement)
                     assert np.abs(composed - product).max() < 1e-6, f"zoom_blend {b}: bench != served"
                 checked = True
             maps = {}
             for cand in cands:
                 key = (bool(cand.get("tta")), cand.get("blend", 0.0), cand.get("max_area", champion.zoom_max_area))
                 if key not in maps:
-                    maps[key] = served(*(mirrored if key[0] else plain), key[1], key[2])
+                    maps[key] = served(*(mirrored if key[0] else plain), key[1], key[2], champion.zoom_min_agreement)
                 base = maps[key]
                 t0 = time.perf_counter()
                 mask = apply(cand, photo, base)

@@ -501,6 +501,7 @@ class ServeParams(_Section):
                                                 # auto: for models trained on object crops (train.crop_share > 0)
     zoom_max_area: float = Field(0.6, gt=0, le=1)  # ...when that box covers at most this share of the frame
     zoom_blend: float = Field(0.0, ge=0, le=1)  # weight of the whole-photo pass inside the box (0 = the zoom pass alone)
+    zoom_min_agreement: float = Field(0.8, ge=0, le=1)  # passes' mask IoU in the box below which the first pass stands
     tta: Literal["none", "hflip"] = "none"      # hflip: each pass also on the mirror image, maps averaged (2× cost)
     refine: Literal["none", "guided", "guided_rgb"] = "guided"  # edge refinement of the upsampled mask
     refine_radius: int = Field(2, ge=1, le=64)

@@ -49,17 +49,31 @@ def paste(prob: np.ndarray, box: Box, crop_prob: np.ndarray) -> np.ndarray:
 
 
 def refine(photo, prob: np.ndarray, predict: Callable[[object], np.ndarray], margin: float,
-           max_area: float, blend: float = 0.0) -> tuple[np.ndarray, Box | None]:
+           max_area: float, blend: float = 0.0, min_agreement: float = 0.0) -> tuple[np.ndarray, Box | None]:
     """Second pass: `predict(crop)` → (h,w) probabilities of the crop at its own size. Returns the
     final (H,W) probabilities and the box used (None: the first pass stands).
 
     `blend` > 0 averages the two views inside the box (`blend` × whole-photo pass + the rest × zoom
     pass): the two passes see the product at two scales and err in different places, so their mean
-    is a two-scale ensemble at no extra model cost (`serve.zoom_blend`)."""
+    is a two-scale ensemble at no extra model cost (`serve.zoom_blend`). The zoom pass is there to
+    place edges, not to change what the product is: where its mask agrees with the first pass's
+    inside the box by less than `min_agreement` (IoU), it lost the product (an empty crop map, half a
+    garment gone) and the first pass stands (`serve.zoom_min_agreement`)."""
     box = object_box(prob, margin)
     if not worth_zooming(box, photo.size, max_area):
         return prob, None
-    return merge(prob, box, predict(photo.crop(box)), blend), box
+    crop_prob = predict(photo.crop(box))
+    if agreement(prob, box, crop_prob) < min_agreement:
+        return prob, None
+    return merge(prob, box, crop_prob, blend), box
+
+
+def agreement(prob: np.ndarray, box: Box, crop_prob: np.ndarray, threshold: float = 0.5) -> float:
+    """IoU of the first pass's mask inside `box` and the zoom pass's mask of it (1.0 when both are empty)."""
+    first = prob[box[1]:box[3], box[0]:box[2]] > threshold
+    second = crop_prob > threshold
+    union = int(np.count_nonzero(first | second))
+    return 1.0 if union == 0 else int(np.count_nonzero(first & second)) / union
 
 
 def merge(prob: np.ndarray, box: Box, crop_prob: np.ndarray, blend: float = 0.0) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from backdrop.zoom import object_box, paste, refine, worth_zooming
+from backdrop.zoom import agreement, object_box, paste, refine, worth_zooming
 
 
 def test_object_box_widens_by_the_margin_and_clips_to_the_frame():
@@ -48,3 +48,41 @@ def test_refine_pastes_the_crop_prediction_into_the_box():
     untouched, no_box = refine(photo, first, predict, margin=0.1, max_area=0.01)
     assert no_box is None and untouched is first and len(calls) == 1
     assert np.array_equal(paste(first, (0, 0, 2, 1), np.ones((1, 2), np.float32))[0, :3], [1, 1, 0])
+
+
+def test_a_zoom_pass_that_loses_the_product_is_dropped():
+    """`min_agreement`: the zoom pass places edges; where its mask and the first pass's share less than
+    that IoU inside the box (here an empty crop map), it lost the product and the first pass stands."""
+    photo = Image.new("RGB", (200, 100), (255, 255, 255))
+    photo.paste((20, 20, 20), (120, 40, 150, 70))
+    first = np.zeros((100, 200), np.float32)
+    first[38:72, 118:152] = 0.8
+    sharper = lambda crop: (np.asarray(crop.convert("L"), np.float32) < 128).astype(np.float32)  # noqa: E731
+    lost = lambda crop: np.zeros(crop.size[::-1], np.float32)  # noqa: E731
+
+    box = (115, 35, 155, 75)
+    assert agreement(first, box, sharper(photo.crop(box))) == (30 * 30) / (34 * 34)
+    assert agreement(first, box, lost(photo.crop(box))) == 0.0
+    assert agreement(np.zeros_like(first), box, lost(photo.crop(box))) == 1.0  # both empty: they agree
+
+    kept, kept_box = refine(photo, first, sharper, margin=0.1, max_area=0.5, min_agreement=0.75)
+    assert kept_box == box and np.array_equal(kept, sharper(photo))  # 0.78 ≥ 0.75: edges placed anew
+    stands, no_box = refine(photo, first, lost, margin=0.1, max_area=0.5, min_agreement=0.75)
+    assert no_box is None and stands is first
+    strict, strict_box = refine(photo, first, sharper, margin=0.1, max_area=0.5, min_agreement=0.8)
+    assert strict_box is None and strict is first  # 0.78 < 0.8
+    blank, blank_box = refine(photo, first, lost, margin=0.1, max_area=0.5)  # 0 (off): any zoom stands
+    assert blank_box == box and not blank.any()
+
+
+def test_both_engines_take_the_guard_from_params():
+    """The segmenter factory hands `serve.zoom_min_agreement` to the ONNX and the PyTorch engine alike."""
+    from backdrop.config import Params
+    from backdrop.serving.segmenter import load_segmenter
+
+    params = Params()
+    serve = params.serve.model_copy(update={"zoom": "always", "zoom_min_agreement": 0.65})
+    params = params.model_copy(update={"serve": serve})
+    for engine in ("onnx", "torch"):
+        seg = load_segmenter("official:u2netp", engine, "fp32", params=params)
+        assert seg.zoom_margin > 0 and seg.zoom_min_agreement == 0.65, engine

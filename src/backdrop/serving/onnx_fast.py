@@ -216,6 +216,7 @@ class FastSegmenter:
     zoom_margin: float = 0.0    # > 0: a second pass on the product's box (`backdrop.zoom`); 0 = one pass
     zoom_max_area: float = 0.6  # ...when the box covers at most this share of the frame
     zoom_blend: float = 0.0     # weight of the whole-photo pass inside the box (`serve.zoom_blend`)
+    zoom_min_agreement: float = 0.0  # below this IoU with the first pass, the zoom pass is dropped
     flip_tta: bool = False      # `serve.tta: hflip`: every run also on the mirrored input, maps averaged
     threads: int = 0            # the shared session's intra-op threads; 1 = it is also the first lane
     _lanes: list = field(default_factory=list, repr=False)  # single-threaded sessions for `stream` lanes
@@ -239,7 +240,7 @@ class FastSegmenter:
 
             for pred, photo in zip(preds, photos, strict=True):
                 pred.prob, _ = refine(photo, pred.prob, crop_pass, self.zoom_margin, self.zoom_max_area,
-                                      self.zoom_blend)
+                                      self.zoom_blend, self.zoom_min_agreement)
         return preds
 
     def predict_batch(self, photos) -> list[Prediction]:

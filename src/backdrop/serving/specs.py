@@ -66,6 +66,7 @@ def zoom_settings(params: Params, trained_on_crops: bool) -> dict:
     zoom = params.serve.zoom == "always" or (params.serve.zoom == "auto" and trained_on_crops)
     return {"zoom_margin": params.prepare.crop_margin if zoom else 0.0,
             "zoom_max_area": params.serve.zoom_max_area, "zoom_blend": params.serve.zoom_blend,
+            "zoom_min_agreement": params.serve.zoom_min_agreement,
             "flip_tta": params.serve.tta == "hflip"}
 
 

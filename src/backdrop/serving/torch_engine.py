@@ -22,6 +22,7 @@ class TorchSegmenter:
     zoom_margin: float = 0.0    # > 0: a second pass on the product's box (`backdrop.zoom`); 0 = one pass
     zoom_max_area: float = 0.6  # ...when the box covers at most this share of the frame
     zoom_blend: float = 0.0     # weight of the whole-photo pass inside the box (`serve.zoom_blend`)
+    zoom_min_agreement: float = 0.0  # below this IoU with the first pass, the zoom pass is dropped
     flip_tta: bool = False      # each pass also runs on the mirrored input; the two maps are averaged
     scale_to_max: bool = False  # official weights: x / max(x) instead of x / 255
     precision: str = "fp32"
@@ -53,7 +54,8 @@ class TorchSegmenter:
         if self.zoom_margin > 0:
             from backdrop.zoom import refine
 
-            prob, _ = refine(rgb, prob, self.single_pass, self.zoom_margin, self.zoom_max_area, self.zoom_blend)
+            prob, _ = refine(rgb, prob, self.single_pass, self.zoom_margin, self.zoom_max_area, self.zoom_blend,
+                             self.zoom_min_agreement)
         return Prediction(prob, small, None)
 
     def single_pass(self, rgb) -> np.ndarray:
