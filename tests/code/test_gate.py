@@ -4,7 +4,7 @@ bootstrap bound on the gain, no group may collapse, never below the stock model.
 import numpy as np
 import pytest
 
-from backdrop.stages.register import bootstrap_lower, decision_report, gate
+from backdrop.stages.register import bootstrap_lower, decision_report, gate, version_tags
 
 RULES = {"min_improvement": 0.0, "max_cluster_drop": 0.01}
 
@@ -178,3 +178,13 @@ def test_benchmark_reader_names_the_file_and_the_problem(tmp_path, change, messa
     with pytest.raises(BenchmarkError, match=r"set/(index\.csv|masks)") as err:
         load_benchmark(root)
     assert message in str(err.value)
+
+
+def test_version_tags_keep_the_headline_figures_and_leave_the_rest_to_the_run():
+    metrics = {"iou_mean": 0.97, "iou_cluster_2": 0.961234567, "n": 12, "ood_iou_mean": 0.9377,
+               "ood_share_ge_099_studio": 0.4478, "ood_iou_cluster_3": 0.95, "ood_n": 132, "ood_n_cluster_3": 9,
+               "ood_lost_edge": 0.0159, "stock_ood_iou_mean": 0.93}
+    assert version_tags(metrics) == {
+        "test.iou_mean": "0.97", "test.iou_cluster_2": "0.961235", "test.n": "12",
+        "benchmark.ood_iou_mean": "0.9377", "benchmark.ood_share_ge_099_studio": "0.4478",
+        "benchmark.ood_iou_cluster_3": "0.95"}

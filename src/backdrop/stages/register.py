@@ -139,6 +139,20 @@ def gate(challenger: list[dict], champion: list[dict] | None, stock: list[dict] 
                               f"change {-drop:+.4f}", **common)
 
 
+def version_tags(metrics: dict[str, float]) -> dict[str, str]:
+    """One readable model-version tag per evaluate metric (not a truncated JSON blob): `test.<key>` for
+    the test split, `benchmark.<key>` for the benchmark's means and shares (per style and cluster). The
+    losses per region, the counts and the stock model's figures stay in the MLflow run."""
+    tags = {}
+    for key, value in metrics.items():
+        if key.startswith("ood_"):
+            if not key.startswith(("ood_lost_", "ood_n")):
+                tags[f"benchmark.{key}"] = f"{value:.6g}"
+        elif not key.startswith("stock_"):
+            tags[f"test.{key}"] = f"{value:.6g}"
+    return tags
+
+
 def champion_version(client, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
@@ -310,8 +324,8 @@ def register(params: Params) -> RegisterResult:
                          "gate.promoted": decision.promote, "gate.reason": decision.reason,
                          "gate.champion_version": champ_version or "none",
                          "gate.champion_iou_mean": decision.means.get("champion", "none")})
-    for key, value in metrics.items():  # one readable tag per test metric (not a truncated JSON blob)
-        client.set_model_version_tag(rp.model_name, version, f"test.{key}", f"{value:.6g}")
+    for key, value in version_tags(metrics).items():
+        client.set_model_version_tag(rp.model_name, version, key, value)
     client.set_model_version_tag(rp.model_name, version, "gate", decision.reason)
     client.set_model_version_tag(rp.model_name, version, "size", str(meta["size"]))
     client.set_model_version_tag(rp.model_name, version, "onnx", f"runs:/{run_id}/onnx/{onnx_path.name}")
