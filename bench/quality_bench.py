@@ -255,14 +255,7 @@ def ood_section(params, model: str, limit: int) -> dict | None:
     from backdrop.data.benchmark import BenchmarkError, load_benchmark
     from backdrop.io import read_csv
     from backdrop.metrics import REGIONS
-    from backdrop.serving.scoring import (
-        EvalPhoto,
-        benchmark_clusters,
-        ood_metrics,
-        ood_rows,
-        score,
-        served_segmenter,
-    )
+    from backdrop.serving.scoring import benchmark_photos, ood_metrics, score_benchmark, served_segmenter
 
     photos, kind = [], {}
     for directory in params.evaluate.benchmarks:
@@ -271,19 +264,15 @@ def ood_section(params, model: str, limit: int) -> dict | None:
         except BenchmarkError as exc:
             print(f"quality: no out-of-distribution benchmark ({exc})")
             return None
-        chosen = b.rows[:limit] if limit else b.rows
-        photos += [EvalPhoto(b.name, r["id"], f"{b.name}/{r['style']}", None, (lambda r=r, b=b: b.load(r)))
-                   for r in chosen]
+        photos += benchmark_photos(b, b.rows[:limit] if limit else b.rows)
         sources = b.root / "sources.csv"
         if sources.is_file():
             kind.update({(b.name, r["id"]): r["class_name"] for r in read_csv(sources)})
     if not photos:
         return None
     models = {"champion": model, "stock": "official:u2netp"}
-    scored = score({name: served_segmenter(spec, params) for name, spec in models.items()}, photos, params,
-                   desc="quality (benchmark, served path)", regions=True)
-    clusters = benchmark_clusters(params, photos)  # empty before the cluster stage has run
-    scored = {name: ood_rows(rows, clusters) for name, rows in scored.items()}
+    scored = score_benchmark({name: served_segmenter(spec, params) for name, spec in models.items()}, photos,
+                             params, desc="quality (benchmark, served path)")
     metrics = {name: ood_metrics(rows) for name, rows in scored.items()}
     champ, stock = metrics["champion"], metrics["stock"]
     styles = sorted({r["style"] for r in scored["champion"]})

@@ -144,14 +144,7 @@ def data_benchmark_score(
 
     from backdrop.config import resolve
     from backdrop.data.benchmark import BenchmarkError, load_benchmark
-    from backdrop.serving.scoring import (
-        EvalPhoto,
-        benchmark_clusters,
-        ood_metrics,
-        ood_rows,
-        score,
-        served_segmenter,
-    )
+    from backdrop.serving.scoring import benchmark_photos, ood_metrics, score_benchmark, served_segmenter
 
     p = _params(params)
     try:
@@ -159,10 +152,8 @@ def data_benchmark_score(
     except (BenchmarkError, ValueError) as exc:
         typer.secho(f"{exc} (build it with `backdrop data benchmark`)", fg="red", err=True)
         raise typer.Exit(2) from None
-    chosen = b.rows[:limit] if limit else b.rows
-    photos = [EvalPhoto(b.name, r["id"], f"{b.name}/{r['style']}", None, (lambda r=r: b.load(r))) for r in chosen]
-    rows = score({model: served_segmenter(model, p)}, photos, p, desc=f"{b.name} {part}", regions=True)[model]
-    rows = ood_rows(rows, benchmark_clusters(p, photos))  # style, and the cluster where a pipeline has run
+    photos = benchmark_photos(b, b.rows[:limit] if limit else b.rows)
+    rows = score_benchmark({model: served_segmenter(model, p)}, photos, p, desc=f"{b.name} {part}")[model]
     metrics = ood_metrics(rows)
     for key, value in metrics.items():
         typer.echo(f"{key:28s} {value:.4f}" if isinstance(value, float) else f"{key:28s} {value}")

@@ -49,10 +49,14 @@ def eval_photos(params: Params, limit: int = 0) -> list[EvalPhoto]:
                         (lambda r=r: test.load(r))) for r in test.rows]
     for directory in params.evaluate.benchmarks:
         bench = load_benchmark(resolve(directory), "test")
-        rows = bench.rows[:limit] if limit else bench.rows
-        photos += [EvalPhoto(bench.name, r["id"], f"{bench.name}/{r['style']}", None,
-                             (lambda r=r, b=bench: b.load(r))) for r in rows]
+        photos += benchmark_photos(bench, bench.rows[:limit] if limit else bench.rows)
     return photos
+
+
+def benchmark_photos(bench, rows: Sequence[dict]) -> list[EvalPhoto]:
+    """A loaded benchmark set's rows as photos to score, each in the group `<set>/<style>`."""
+    return [EvalPhoto(bench.name, r["id"], f"{bench.name}/{r['style']}", None, (lambda r=r: bench.load(r)))
+            for r in rows]
 
 
 def served_segmenter(spec: str, params: Params):
@@ -128,6 +132,15 @@ def benchmark_clusters(params: Params, photos: Sequence[EvalPhoto]) -> dict[str,
         photo, truth = ref.load()
         out[ref.key] = assign(photo, Image.fromarray(truth.astype(np.uint8) * 255, "L"))[0]
     return out
+
+
+def score_benchmark(segmenters: Mapping[str, object], photos: Sequence[EvalPhoto], params: Params,
+                    desc: str) -> dict[str, list[dict]]:
+    """`score` with the region split on benchmark photos, each row with its style and product cluster
+    (`ood_rows`): what `ood_metrics` reads."""
+    scored = score(segmenters, photos, params, desc=desc, regions=True)
+    clusters = benchmark_clusters(params, photos)  # empty before the cluster stage has run
+    return {name: ood_rows(rows, clusters) for name, rows in scored.items()}
 
 
 def ood_rows(rows: Sequence[dict], clusters: Mapping[str, int]) -> list[dict]:
